@@ -1,0 +1,156 @@
+"""Start and stop a real anvil node (from npm ``@foundry-rs/anvil``), always by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.conf import settings
+
+
+class AnvilError(RuntimeError):
+    pass
+
+
+def anvil_binary() -> Path:
+    """The anvil binary that npm installed for this platform."""
+    base = Path(settings.NODE_MODULES_DIR) / "@foundry-rs"
+    candidates = sorted(base.glob("anvil-*/bin/anvil"))
+    if not candidates:
+        raise AnvilError(f"anvil not found under {base}: run `npm ci` in the project directory")
+    return candidates[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rpc(url: str, method: str, params: list[object] | None = None, *, timeout: float = 10.0) -> object:
+    """One JSON-RPC call; raises AnvilError on a JSON-RPC error."""
+    response = requests.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout
+    )
+    response.raise_for_status()
+    body = response.json()
+    if "error" in body:
+        raise AnvilError(f"{method}: {body['error']}")
+    return body["result"]
+
+
+@dataclass
+class Anvil:
+    """A running anvil process."""
+
+    pid: int
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def rpc(self, method: str, params: list[object] | None = None) -> object:
+        return rpc(self.url, method, params)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        stop_pid(self.pid, timeout=timeout)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def start_anvil(
+    *,
+    port: int | None = None,
+    block_time: float | None = None,
+    chain_id: int = 31337,
+    log_path: Path | None = None,
+    extra_args: list[str] | None = None,
+    detach: bool = False,
+) -> Anvil:
+    """Start anvil on 127.0.0.1 and wait until it answers JSON-RPC.
+
+    ``detach`` puts it in its own session so it outlives the caller (the devnet's ``up``).
+    """
+    port = port or free_port()
+    args = [
+        str(anvil_binary()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--silent",
+    ]
+    if block_time is not None:
+        args += ["--block-time", str(block_time)]
+    args += extra_args or []
+    stdout = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        args, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+    )
+    anvil = Anvil(pid=process.pid, port=port, process=process)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AnvilError(f"anvil exited with {process.returncode} (port {port} taken?)")
+        try:
+            anvil.rpc("eth_chainId")
+            return anvil
+        except (requests.RequestException, AnvilError):
+            time.sleep(0.05)
+    anvil.stop()
+    raise AnvilError(f"anvil did not answer on port {port} within 15 s")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_pid(pid: int, *, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+    """Signal one process by PID, escalate to SIGKILL after ``timeout``."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
