@@ -1,0 +1,478 @@
+"""Python bindings for the devnet contracts (OperatorRegistry, AlignedServiceManager).
+
+Artifacts come from ``devnet/contracts/build`` (``node devnet/contracts/compile.mjs``). Every transaction is
+signed locally with an eth_account ``LocalAccount`` and waits for its receipt; a revert raises
+``ContractRevertError`` carrying the decoded custom error (name and arguments). Addresses are returned as
+lowercase 0x hex.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_canonical_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.exceptions import ContractLogicError
+from web3.types import TxParams, TxReceipt, Wei
+
+from monitoring.bls import G1Point, G2Point, KeyPair
+
+ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
+CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager")
+
+PUBKEY_REGISTRATION_TAG = b"AVSControlPlane.PubkeyRegistration"
+QUORUM_NUMBER = 0
+QUORUM_THRESHOLD_PERCENTAGE = 67
+
+#: Canonical event signatures (topic0 = keccak256 of these). NewBatchV2 is declared by the service manager
+#: but never emitted; the control plane still ingests it from older deployments.
+EVENT_SIGNATURES: dict[str, str] = {
+    "NewBatchV2": "NewBatchV2(bytes32,address,uint32,string)",
+    "NewBatchV3": "NewBatchV3(bytes32,address,uint32,string,uint256)",
+    "BatchVerified": "BatchVerified(bytes32,address)",
+    "NewPubkeyRegistration": "NewPubkeyRegistration(address,(uint256,uint256),(uint256[2],uint256[2]))",
+    "OperatorRegistered": "OperatorRegistered(address,bytes32)",
+    "OperatorDeregistered": "OperatorDeregistered(address,bytes32)",
+    "OperatorStakeUpdate": "OperatorStakeUpdate(bytes32,uint8,uint96)",
+    "OperatorSocketUpdate": "OperatorSocketUpdate(bytes32,string)",
+}
+
+# Reverts without a custom error: Error(string) and Panic(uint256).
+_BUILTIN_ERRORS: dict[bytes, tuple[str, list[str]]] = {
+    bytes.fromhex("08c379a0"): ("Error", ["string"]),
+    bytes.fromhex("4e487b71"): ("Panic", ["uint256"]),
+}
+_GAS_MARGIN_NUMERATOR = 12  # estimated gas * 1.2: the estimate is exact for the state it was run on
+_GAS_MARGIN_DENOMINATOR = 10
+_DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei
+_RECEIPT_TIMEOUT = 120.0
+
+
+class ContractRevertError(RuntimeError):
+    """A contract call or transaction reverted.
+
+    ``error_name`` is the decoded custom error ("InvalidSignature", "Error" for require strings, "Panic"),
+    or None when the revert data was empty or unknown; ``error_args`` its decoded arguments; ``data`` the raw
+    revert data as 0x hex; ``receipt`` the mined receipt when the transaction was mined and failed.
+    """
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        error_name: str | None,
+        error_args: tuple[Any, ...] = (),
+        data: str = "0x",
+        receipt: TxReceipt | None = None,
+        detail: str = "",
+    ) -> None:
+        self.function = function
+        self.error_name = error_name
+        self.error_args = error_args
+        self.data = data
+        self.receipt = receipt
+        if error_name is None:
+            reason = f"reverted without a known error (data {data})"
+        else:
+            reason = f"reverted with {error_name}({', '.join(_format_arg(a) for a in error_args)})"
+        super().__init__(f"{function} {reason}{f': {detail}' if detail else ''}")
+
+
+def _format_arg(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    registry: str
+    service_manager: str
+    block_number: int
+    chain_id: int
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+
+
+@cache
+def _read_artifact(name: str) -> str:
+    path = ARTIFACTS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"contract artifact {path} is missing: run node devnet/contracts/compile.mjs")
+    return path.read_text()
+
+
+def load_artifact(name: str) -> dict[str, Any]:
+    """The compiled artifact {"contractName", "abi", "bytecode", "compiler"} of one deployable contract."""
+    if name not in CONTRACT_NAMES:
+        raise ValueError(f"unknown contract {name!r}; expected one of {', '.join(CONTRACT_NAMES)}")
+    artifact: dict[str, Any] = json.loads(_read_artifact(name))
+    return artifact
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    kind: str = param["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in param["components"])
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
+
+
+@cache
+def _known_errors() -> dict[bytes, tuple[str, list[str]]]:
+    errors = dict(_BUILTIN_ERRORS)
+    for name in CONTRACT_NAMES:
+        for item in load_artifact(name)["abi"]:
+            if item["type"] != "error":
+                continue
+            types = [_canonical_type(p) for p in item["inputs"]]
+            signature = f"{item['name']}({','.join(types)})"
+            errors[keccak(text=signature)[:4]] = (item["name"], types)
+    return errors
+
+
+def decode_revert(data: bytes | str | None) -> tuple[str | None, tuple[Any, ...]]:
+    """(error name, arguments) of revert data, or (None, ()) when it is empty or not a known error.
+
+    Arguments are as eth_abi decodes them: bytes32 as bytes, addresses as lowercase 0x hex, integers as int.
+    """
+    if data is None:
+        return None, ()
+    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
+    if len(raw) < 4:
+        return None, ()
+    known = _known_errors().get(raw[:4])
+    if known is None:
+        return None, ()
+    name, types = known
+    try:
+        return name, tuple(abi_decode(types, raw[4:]))
+    except Exception:
+        return name, ()
+
+
+def event_topic(name: str) -> str:
+    """topic0 of an event, as lowercase 0x hex."""
+    return "0x" + keccak(text=EVENT_SIGNATURES[name]).hex()
+
+
+# ---------------------------------------------------------------------------------------------- contracts
+
+
+def _checksum(address: str) -> Any:
+    return Web3.to_checksum_address(address)
+
+
+def registry_contract(w3: Web3, address: str) -> Contract:
+    return w3.eth.contract(address=_checksum(address), abi=load_artifact("OperatorRegistry")["abi"])
+
+
+def service_manager_contract(w3: Web3, address: str) -> Contract:
+    return w3.eth.contract(address=_checksum(address), abi=load_artifact("AlignedServiceManager")["abi"])
+
+
+# ---------------------------------------------------------------------------------------------- transactions
+
+
+def _revert_data(exc: ContractLogicError) -> str | None:
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    return data if isinstance(data, str) else None
+
+
+def _raise_revert(function: str, exc: ContractLogicError, receipt: TxReceipt | None = None) -> NoReturn:
+    data = _revert_data(exc)
+    name, args = decode_revert(data)
+    raise ContractRevertError(
+        function=function,
+        error_name=name,
+        error_args=args,
+        data=data or "0x",
+        receipt=receipt,
+        detail="" if name else str(exc.message or exc),
+    ) from exc
+
+
+def _fees(w3: Web3, max_fee_per_gas: int | None) -> tuple[int, int]:
+    """(maxFeePerGas, maxPriorityFeePerGas) of an EIP-1559 transaction."""
+    if max_fee_per_gas is not None:
+        return max_fee_per_gas, min(_DEFAULT_PRIORITY_FEE, max_fee_per_gas)
+    base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    return 2 * base_fee + _DEFAULT_PRIORITY_FEE, _DEFAULT_PRIORITY_FEE
+
+
+def transact(
+    w3: Web3,
+    call: ContractFunction | ContractConstructor,
+    *,
+    account: LocalAccount,
+    label: str | None = None,
+    gas: int | None = None,
+    max_fee_per_gas: int | None = None,
+) -> TxReceipt:
+    """Sign ``call`` with ``account``, send it, wait for its receipt; raise ContractRevertError on revert.
+
+    Without ``gas`` the gas is estimated (+20%), so a revert is caught before anything is sent; with it, the
+    transaction is mined and a failure is replayed to decode its error. Fees are EIP-1559: ``max_fee_per_gas``
+    or twice the latest base fee plus a 1 gwei tip.
+    """
+    label = label or getattr(call, "fn_name", None) or "constructor"
+    max_fee, priority_fee = _fees(w3, max_fee_per_gas)
+    params: TxParams = {
+        "from": account.address,
+        "chainId": w3.eth.chain_id,
+        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+        "maxFeePerGas": Wei(max_fee),
+        "maxPriorityFeePerGas": Wei(priority_fee),
+        "value": Wei(0),
+    }
+    try:
+        if gas is None:
+            estimate_params: TxParams = {"from": account.address}
+            # "pending": anvil runs a "latest" estimate inside the latest block (same block.number), where
+            # a stake update overwrites that block's history entry instead of appending one.
+            estimate = call.estimate_gas(estimate_params, block_identifier="pending")
+            gas = estimate * _GAS_MARGIN_NUMERATOR // _GAS_MARGIN_DENOMINATOR
+        params["gas"] = gas
+        tx = call.build_transaction(params)
+    except ContractLogicError as exc:
+        _raise_revert(label, exc)
+    signed = account.sign_transaction(cast(dict[str, Any], tx))
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=_RECEIPT_TIMEOUT)
+    if receipt["status"] != 1:
+        _raise_mined_revert(w3, tx, receipt, label)
+    return receipt
+
+
+def _raise_mined_revert(w3: Web3, tx: TxParams, receipt: TxReceipt, label: str) -> NoReturn:
+    """Replay a mined, failed transaction on the state before its block to recover the revert data."""
+    replay: TxParams = {"from": tx["from"], "data": tx["data"], "gas": tx["gas"]}
+    if "to" in tx:
+        replay["to"] = tx["to"]
+    out_of_gas = receipt["gasUsed"] >= int(tx.get("gas", 0))
+    try:
+        w3.eth.call(replay, block_identifier=max(int(receipt["blockNumber"]) - 1, 0))
+    except ContractLogicError as exc:
+        _raise_revert(label, exc, receipt)
+    raise ContractRevertError(
+        function=label,
+        error_name=None,
+        receipt=receipt,
+        detail="out of gas" if out_of_gas else "the replay did not revert",
+    )
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    name: str
+    address: str  # lowercase 0x hex
+    args: dict[str, Any]
+    block_number: int
+    log_index: int
+
+
+@cache
+def _event_decoders() -> dict[bytes, tuple[str, str]]:
+    """topic0 -> (contract name, event name) for every event in the artifacts."""
+    decoders: dict[bytes, tuple[str, str]] = {}
+    for contract_name in CONTRACT_NAMES:
+        for item in load_artifact(contract_name)["abi"]:
+            if item["type"] == "event":
+                types = ",".join(_canonical_type(p) for p in item["inputs"])
+                decoders[keccak(text=f"{item['name']}({types})")] = (contract_name, item["name"])
+    return decoders
+
+
+def decode_events(w3: Web3, receipt: TxReceipt) -> list[DecodedEvent]:
+    """The receipt's logs that are events of the devnet contracts, decoded, in log order."""
+    decoded = []
+    for log in receipt["logs"]:
+        if not log["topics"]:
+            continue
+        known = _event_decoders().get(bytes(log["topics"][0]))
+        if known is None:
+            continue
+        contract_name, event_name = known
+        contract = w3.eth.contract(abi=load_artifact(contract_name)["abi"])
+        data = contract.events[event_name]().process_log(log)
+        decoded.append(
+            DecodedEvent(
+                name=event_name,
+                address=str(log["address"]).lower(),
+                args=dict(data["args"]),
+                block_number=int(log["blockNumber"]),
+                log_index=int(log["logIndex"]),
+            )
+        )
+    return decoded
+
+
+def _call(function: ContractFunction, label: str) -> Any:
+    try:
+        return function.call()
+    except ContractLogicError as exc:
+        _raise_revert(label, exc)
+
+
+# ---------------------------------------------------------------------------------------------- deployment
+
+
+def deploy_contracts(w3: Web3, *, deployer: LocalAccount, aggregator: str) -> Deployment:
+    """Deploy OperatorRegistry (owned by ``deployer``) and AlignedServiceManager(registry, aggregator)."""
+    registry_artifact = load_artifact("OperatorRegistry")
+    manager_artifact = load_artifact("AlignedServiceManager")
+    registry_factory = w3.eth.contract(abi=registry_artifact["abi"], bytecode=registry_artifact["bytecode"])
+    registry_receipt = transact(
+        w3, registry_factory.constructor(), account=deployer, label="deploy OperatorRegistry"
+    )
+    registry_address = registry_receipt["contractAddress"]
+    if registry_address is None:
+        raise RuntimeError("OperatorRegistry deployment produced no contract address")
+    manager_factory = w3.eth.contract(abi=manager_artifact["abi"], bytecode=manager_artifact["bytecode"])
+    manager_receipt = transact(
+        w3,
+        manager_factory.constructor(registry_address, _checksum(aggregator)),
+        account=deployer,
+        label="deploy AlignedServiceManager",
+    )
+    manager_address = manager_receipt["contractAddress"]
+    if manager_address is None:
+        raise RuntimeError("AlignedServiceManager deployment produced no contract address")
+    return Deployment(
+        registry=registry_address.lower(),
+        service_manager=manager_address.lower(),
+        block_number=int(registry_receipt["blockNumber"]),
+        chain_id=int(w3.eth.chain_id),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def _g1(point: G1Point) -> tuple[int, int]:
+    return point.to_evm()
+
+
+def _g2(point: G2Point) -> tuple[tuple[int, int], tuple[int, int]]:
+    return point.to_evm()
+
+
+def _bytes32(value: bytes, name: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ValueError(f"{name} must be 32 bytes")
+    return bytes(value)
+
+
+def pop_message(*, chain_id: int, registry: str, operator: str) -> bytes:
+    """The 32-byte digest a proof of possession signs (OperatorRegistry.pubkeyRegistrationMessageDigest):
+    keccak256(abi.encodePacked("AVSControlPlane.PubkeyRegistration", uint256 chainId, registry, operator))."""
+    return keccak(
+        PUBKEY_REGISTRATION_TAG
+        + chain_id.to_bytes(32, "big")
+        + to_canonical_address(registry)
+        + to_canonical_address(operator)
+    )
+
+
+def register_operator(
+    w3: Web3, *, registry: str, account: LocalAccount, keypair: KeyPair, socket: str
+) -> TxReceipt:
+    """Register ``account`` with ``keypair``; the proof of possession is signed here."""
+    message = pop_message(chain_id=int(w3.eth.chain_id), registry=registry, operator=account.address)
+    signature = keypair.sign(message)
+    function = registry_contract(w3, registry).functions.registerOperator(
+        _g1(keypair.public_key_g1), _g2(keypair.public_key_g2), _g1(signature), socket
+    )
+    return transact(w3, function, account=account, label="registerOperator")
+
+
+def set_operator_stake(
+    w3: Web3, *, registry: str, owner: LocalAccount, operator_id: bytes, stake: int
+) -> TxReceipt:
+    function = registry_contract(w3, registry).functions.setOperatorStake(
+        _bytes32(operator_id, "operator_id"), stake
+    )
+    return transact(w3, function, account=owner, label="setOperatorStake")
+
+
+def deregister_operator(w3: Web3, *, registry: str, account: LocalAccount) -> TxReceipt:
+    function = registry_contract(w3, registry).functions.deregisterOperator()
+    return transact(w3, function, account=account, label="deregisterOperator")
+
+
+def update_socket(w3: Web3, *, registry: str, account: LocalAccount, socket: str) -> TxReceipt:
+    function = registry_contract(w3, registry).functions.updateSocket(socket)
+    return transact(w3, function, account=account, label="updateSocket")
+
+
+def stake_at_block(w3: Web3, *, registry: str, operator_id: bytes, block_number: int) -> int:
+    """The operator's stake at the end of ``block_number`` (0 before its first stake)."""
+    function = registry_contract(w3, registry).functions.getOperatorStakeAtBlock(
+        _bytes32(operator_id, "operator_id"), block_number
+    )
+    return int(_call(function, "getOperatorStakeAtBlock"))
+
+
+def total_stake_at_block(w3: Web3, *, registry: str, block_number: int) -> int:
+    function = registry_contract(w3, registry).functions.getTotalStakeAtBlock(block_number)
+    return int(_call(function, "getTotalStakeAtBlock"))
+
+
+# ---------------------------------------------------------------------------------------- service manager
+
+
+def batch_identifier(*, batch_merkle_root: bytes, sender: str) -> bytes:
+    """keccak256(abi.encodePacked(batchMerkleRoot, senderAddress)): the message operators sign."""
+    return keccak(_bytes32(batch_merkle_root, "batch_merkle_root") + to_canonical_address(sender))
+
+
+def create_task(
+    w3: Web3,
+    *,
+    service_manager: str,
+    batcher: LocalAccount,
+    batch_merkle_root: bytes,
+    data_pointer: str,
+    fee_limit: int,
+) -> TxReceipt:
+    function = service_manager_contract(w3, service_manager).functions.createNewTask(
+        _bytes32(batch_merkle_root, "batch_merkle_root"), data_pointer, fee_limit
+    )
+    return transact(w3, function, account=batcher, label="createNewTask")
+
+
+def respond_to_task(
+    w3: Web3,
+    *,
+    service_manager: str,
+    aggregator: LocalAccount,
+    batch_merkle_root: bytes,
+    sender: str,
+    signer_ids: Sequence[bytes],
+    apk_g2: G2Point,
+    sigma: G1Point,
+    gas: int | None = None,
+    max_fee_per_gas: int | None = None,
+) -> TxReceipt:
+    """Submit an aggregate signature; ``signer_ids`` are sorted ascending here, as the contract requires."""
+    ids = sorted(_bytes32(i, "signer id") for i in signer_ids)
+    function = service_manager_contract(w3, service_manager).functions.respondToTaskV2(
+        _bytes32(batch_merkle_root, "batch_merkle_root"),
+        _checksum(sender),
+        (ids, _g2(apk_g2), _g1(sigma)),
+    )
+    return transact(
+        w3, function, account=aggregator, label="respondToTaskV2", gas=gas, max_fee_per_gas=max_fee_per_gas
+    )
