@@ -9,6 +9,7 @@ import dj_database_url
 from controlplane.env import (
     ImproperlyConfiguredEnv,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_optional_str,
@@ -124,6 +125,17 @@ REST_FRAMEWORK = {
 DEVNET_DIR = Path(env_str("DEVNET_DIR", str(BASE_DIR / ".devnet")))
 DEVNET_FILE = Path(env_str("DEVNET_FILE", str(DEVNET_DIR / "devnet.json")))
 NODE_MODULES_DIR = Path(env_str("NODE_MODULES_DIR", str(BASE_DIR / "node_modules")))
+
+# Chain and contracts; each unset one is read from the devnet file when the ingester starts.
+CHAIN_RPC_URL = env_optional_str("CHAIN_RPC_URL")
+SERVICE_MANAGER_ADDRESS = env_optional_str("SERVICE_MANAGER_ADDRESS")
+REGISTRY_ADDRESSES = env_list("REGISTRY_ADDRESSES")
+START_BLOCK = env_optional_str("START_BLOCK")
+INGEST_CONFIRMATIONS = env_int("INGEST_CONFIRMATIONS", 2, minimum=0)
+INGEST_BLOCKS_KEPT = env_int("INGEST_BLOCKS_KEPT", 1024, minimum=16)
+INGEST_POLL_INTERVAL = env_float("INGEST_POLL_INTERVAL", 1.0, minimum=0.05)
+INGEST_INITIAL_RANGE = env_int("INGEST_INITIAL_RANGE", 2000, minimum=1)
+INGEST_MAX_RANGE = env_int("INGEST_MAX_RANGE", 50_000, minimum=1)
 
 LOGGING = {
     "version": 1,

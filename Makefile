@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3.11
+export DJANGO_SETTINGS_MODULE ?= controlplane.settings
+
+.PHONY: run test bench setup lint typecheck contracts contracts-check services clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+# Checks Postgres and Redis answer, and says what to do in one line when they do not.
+services: setup
+	@$(PY) -m controlplane.preflight
+
+run: setup services
+	DEBUG=$${DEBUG:-1} $(PY) manage.py runstack
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy .
+
+contracts: node_modules/.installed
+	node devnet/contracts/compile.mjs
+
+contracts-check: node_modules/.installed
+	node devnet/contracts/compile.mjs --check
+
+test: setup services lint typecheck contracts-check
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup services
+	$(PY) -m tests.benchmarks.run $(BENCH_ARGS)
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,268 @@
+"""Bring the reference network up and down: anvil, contracts, registered operators, the batcher.
+
+Every process the devnet starts runs in its own session and is recorded by PID in the devnet file;
+``devnet_down`` stops exactly those PIDs, never anything found by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+
+from devnet import contracts
+from devnet.anvil import free_port, pid_alive, start_anvil, stop_pid
+from devnet.state import STATE_VERSION, DevnetStateError, load_state, save_state, state_path
+from monitoring.bls import KeyPair, keypair_from_seed
+
+logger = logging.getLogger(__name__)
+
+ETH = 10**18
+# Unequal stakes: operator i holds (i + 1) units, so no two operators of five reach 67% together.
+STAKE_UNIT_WEI = 10 * ETH
+FUNDING_WEI = 1_000 * ETH
+
+
+@dataclass(frozen=True)
+class DevnetConfig:
+    operators: int = 5
+    seed: str = "devnet"
+    port: int | None = None
+    block_time: float = 1.0
+    batch_interval: float = 5.0
+    invalid_rate: float = 0.0
+    proofs_per_batch: int = 4
+
+    def validate(self) -> None:
+        if not 1 <= self.operators <= 64:
+            raise DevnetStateError("--operators must be between 1 and 64")
+        if not 0.0 <= self.invalid_rate <= 1.0:
+            raise DevnetStateError("--invalid-rate must be between 0 and 1")
+        if self.batch_interval <= 0:
+            raise DevnetStateError("--batch-interval must be positive")
+        if self.block_time < 0:
+            raise DevnetStateError("--block-time must be >= 0 (0 mines a block per transaction)")
+        if not 1 <= self.proofs_per_batch <= 1024:
+            raise DevnetStateError("--proofs-per-batch must be between 1 and 1024")
+
+
+def ecdsa_account(seed: str, role: str) -> LocalAccount:
+    """A deterministic account per role, so a devnet with the same seed has the same addresses."""
+    key = keccak(f"avs-controlplane/ecdsa/{seed}/{role}".encode())
+    account: LocalAccount = Account.from_key(key)
+    return account
+
+
+def operator_keypair(seed: str, index: int) -> KeyPair:
+    return keypair_from_seed(seed, index)
+
+
+def _account_json(account: LocalAccount) -> dict[str, str]:
+    return {"address": account.address.lower(), "private_key": "0x" + bytes(account.key).hex()}
+
+
+def component_running(state: dict[str, Any], name: str) -> bool:
+    component = state.get("components", {}).get(name)
+    return bool(component and component.get("pid") and pid_alive(int(component["pid"])))
+
+
+def devnet_logs_dir(path: Path) -> Path:
+    logs = path.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs
+
+
+def _spawn(
+    *,
+    name: str,
+    args: list[str],
+    state: dict[str, Any],
+    state_file: Path,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Start one devnet component as its own session and record its PID."""
+    log_path = devnet_logs_dir(state_file) / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=settings.BASE_DIR,
+        )
+    state.setdefault("components", {})[name] = {
+        "pid": process.pid,
+        "log": str(log_path),
+        "started_at": time.time(),
+        **(extra or {}),
+    }
+
+
+def manage_py_args(*args: str) -> list[str]:
+    return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
+
+
+def devnet_up(*, config: DevnetConfig, path: Path | str | None = None) -> dict[str, Any]:
+    """Start anvil, deploy and register, start the batcher; write and return the devnet file."""
+    config.validate()
+    target = state_path(path)
+    if target.exists():
+        try:
+            previous = load_state(target)
+        except DevnetStateError:
+            previous = {}
+        if component_running(previous, "anvil"):
+            raise DevnetStateError(
+                f"a devnet is already running (anvil pid {previous['components']['anvil']['pid']}); "
+                "run `python manage.py devnet down` first"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logs = devnet_logs_dir(target)
+
+    # Mixed mining: transactions are mined at once (fast set-up, fast tasks) and blocks also keep coming.
+    node = start_anvil(
+        port=config.port,
+        block_time=config.block_time or None,
+        extra_args=["--mixed-mining"] if config.block_time else [],
+        log_path=logs / "anvil.log",
+        detach=True,
+    )
+    state: dict[str, Any] = {"version": STATE_VERSION, "components": {}}
+    state["components"]["anvil"] = {
+        "pid": node.pid,
+        "port": node.port,
+        "log": str(logs / "anvil.log"),
+        "started_at": time.time(),
+    }
+    try:
+        network_deploy(state=state, config=config, rpc_url=node.url, ws_url=node.ws_url)
+        save_state(state, target)
+        _spawn(
+            name="batcher",
+            args=manage_py_args("devnet", "run-batcher", "--state", str(target)),
+            state=state,
+            state_file=target,
+        )
+        save_state(state, target)
+    except BaseException:
+        _stop_components(state)
+        raise
+    return state
+
+
+def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str, ws_url: str) -> None:
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    deployer = ecdsa_account(config.seed, "deployer")
+    aggregator = ecdsa_account(config.seed, "aggregator")
+    batcher = ecdsa_account(config.seed, "batcher")
+    operator_accounts = [ecdsa_account(config.seed, f"operator-{i}") for i in range(config.operators)]
+    for account in [deployer, aggregator, batcher, *operator_accounts]:
+        w3.provider.make_request("anvil_setBalance", [account.address, hex(FUNDING_WEI)])  # type: ignore[arg-type]
+
+    deployment = contracts.deploy_contracts(w3, deployer=deployer, aggregator=aggregator.address)
+    operators: list[dict[str, Any]] = []
+    for index, account in enumerate(operator_accounts):
+        keypair = operator_keypair(config.seed, index)
+        port = free_port()
+        socket = f"http://127.0.0.1:{port}"
+        stake = STAKE_UNIT_WEI * (index + 1)
+        contracts.register_operator(
+            w3, registry=deployment.registry, account=account, keypair=keypair, socket=socket
+        )
+        contracts.set_operator_stake(
+            w3, registry=deployment.registry, owner=deployer, operator_id=keypair.operator_id, stake=stake
+        )
+        operators.append(
+            {
+                "index": index,
+                "name": f"operator-{index}",
+                **_account_json(account),
+                "bls_secret": hex(keypair.secret),
+                "operator_id": "0x" + keypair.operator_id.hex(),
+                "public_key_g1": keypair.public_key_g1.to_hex(),
+                "public_key_g2": keypair.public_key_g2.to_hex(),
+                "stake": str(stake),
+                "port": port,
+                "socket": socket,
+            }
+        )
+    batcher_port = free_port()
+    state.update(
+        {
+            "seed": config.seed,
+            "chain_id": deployment.chain_id,
+            "rpc_url": rpc_url,
+            "ws_url": ws_url,
+            "start_block": deployment.block_number,
+            "contracts": {
+                "service_manager": deployment.service_manager,
+                "registry": deployment.registry,
+                "registry_addresses": [deployment.registry],
+            },
+            "accounts": {
+                "deployer": _account_json(deployer),
+                "aggregator": _account_json(aggregator),
+                "batcher": _account_json(batcher),
+            },
+            "batcher": {
+                "data_url": f"http://127.0.0.1:{batcher_port}",
+                "port": batcher_port,
+                "interval": config.batch_interval,
+                "invalid_rate": config.invalid_rate,
+                "proofs_per_batch": config.proofs_per_batch,
+            },
+            "block_time": config.block_time,
+            "operators": operators,
+        }
+    )
+
+
+# Stop in reverse dependency order: what talks to the chain goes before the chain.
+STOP_ORDER = ["batcher", "aggregator", "operators", "anvil"]
+
+
+def _stop_components(state: dict[str, Any]) -> list[str]:
+    components: dict[str, Any] = state.get("components", {})
+    names = sorted(components, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else 1)
+    stopped = []
+    for name in names:
+        pid = components[name].get("pid")
+        if pid and pid_alive(int(pid)):
+            stop_pid(int(pid))
+            stopped.append(name)
+        components[name]["pid"] = None
+    return stopped
+
+
+def devnet_down(*, path: Path | str | None = None) -> list[str]:
+    """Stop every process the devnet started (by PID) and remove its file. Returns what was stopped."""
+    target = state_path(path)
+    if not target.exists():
+        return []
+    state = load_state(target)
+    stopped = _stop_components(state)
+    target.unlink(missing_ok=True)
+    return stopped
+
+
+def devnet_status(*, path: Path | str | None = None) -> dict[str, Any]:
+    state = load_state(path)
+    return {
+        "rpc_url": state.get("rpc_url"),
+        "service_manager": state.get("contracts", {}).get("service_manager"),
+        "components": {
+            name: {"pid": info.get("pid"), "running": component_running(state, name)}
+            for name, info in state.get("components", {}).items()
+        },
+    }
