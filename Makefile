@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# `npm install --no-save` installs the locked versions without rewriting the lock. (`npm ci` would be stricter,
+# but this npm writes locks without the other platforms' optional anvil binaries and then refuses them.)
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-save --no-audit --no-fund --loglevel=error
 	@touch $@
 
 setup: $(VENV)/.installed node_modules/.installed
