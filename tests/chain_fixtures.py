@@ -1,0 +1,112 @@
+"""A real network on a real anvil node for ingest tests: contracts, registered operators, tasks."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from devnet import contracts
+from devnet.anvil import Anvil
+from devnet.batches import make_batch
+from devnet.network import DevnetConfig, network_deploy
+from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_secret
+from monitoring.chain import ChainClient
+from monitoring.ingest.sync import ContractSpec, IngestConfig, Ingester
+
+
+@dataclass
+class Net:
+    anvil: Anvil
+    w3: Web3
+    state: dict[str, Any]
+
+    def account(self, role: str) -> LocalAccount:
+        account: LocalAccount = Account.from_key(self.state["accounts"][role]["private_key"])
+        return account
+
+    @property
+    def service_manager(self) -> str:
+        return str(self.state["contracts"]["service_manager"])
+
+    @property
+    def registry(self) -> str:
+        return str(self.state["contracts"]["registry"])
+
+    def specs(self) -> list[ContractSpec]:
+        start = int(self.state["start_block"])
+        return [
+            ContractSpec(address=self.service_manager, kind="service_manager", start_block=start),
+            ContractSpec(address=self.registry, kind="registry", start_block=start),
+        ]
+
+    def ingester(self, *, confirmations: int = 0, url: str | None = None, **config: Any) -> Ingester:
+        client = ChainClient(url or self.anvil.url, backoff_base=0.01, backoff_cap=0.05)
+        return Ingester(
+            client=client,
+            config=IngestConfig(
+                chain_id=31337, contracts=self.specs(), confirmations=confirmations, **config
+            ),
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a `manage.py ingest` subprocess against this network and the test database."""
+        db = settings.DATABASES["default"]
+        return {
+            **os.environ,
+            "SECRET_KEY": "test",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CHAIN_RPC_URL": self.anvil.url,
+            "SERVICE_MANAGER_ADDRESS": self.service_manager,
+            "REGISTRY_ADDRESSES": self.registry,
+            "START_BLOCK": str(self.state["start_block"]),
+            "INGEST_CONFIRMATIONS": "0",
+            "INGEST_POLL_INTERVAL": "0.1",
+            **extra,
+        }
+
+    def create_task(self, *, seed: int) -> bytes:
+        batch = make_batch(rng=random.Random(seed), proofs=1)
+        contracts.create_task(
+            self.w3,
+            service_manager=self.service_manager,
+            batcher=self.account("batcher"),
+            batch_merkle_root=batch.merkle_root,
+            data_pointer=f"http://127.0.0.1:1/batches/{seed}.json",
+            fee_limit=10**15,
+        )
+        return batch.merkle_root
+
+    def respond(self, *, root: bytes, signers: list[int]) -> dict[str, Any]:
+        """Answer a task on chain with real BLS signatures of the given operators."""
+        sender = self.account("batcher").address.lower()
+        message = contracts.batch_identifier(batch_merkle_root=root, sender=sender)
+        keypairs = [keypair_from_secret(int(self.state["operators"][i]["bls_secret"], 16)) for i in signers]
+        receipt = contracts.respond_to_task(
+            self.w3,
+            service_manager=self.service_manager,
+            aggregator=self.account("aggregator"),
+            batch_merkle_root=root,
+            sender=sender,
+            signer_ids=[kp.operator_id for kp in keypairs],
+            apk_g2=aggregate_g2(kp.public_key_g2 for kp in keypairs),
+            sigma=aggregate_g1(kp.sign(message) for kp in keypairs),
+        )
+        return dict(receipt)
+
+
+def net_deploy(anvil: Anvil, *, operators: int = 3, seed: str = "ingest") -> Net:
+    state: dict[str, Any] = {"version": 1, "components": {}}
+    network_deploy(
+        state=state,
+        config=DevnetConfig(operators=operators, seed=seed),
+        rpc_url=anvil.url,
+        ws_url=anvil.ws_url,
+    )
+    return Net(anvil=anvil, w3=Web3(Web3.HTTPProvider(anvil.url)), state=state)
