@@ -1,0 +1,130 @@
+"""Output serializers of the read API: hex lowercase ``0x…``, wei as decimal strings, empty values as null."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from monitoring.models import Batch, Operator, OperatorStake
+from monitoring.selectors import operator_stake_share
+
+
+def wei_string(value: Decimal | int | None) -> str | None:
+    """Wei as a plain decimal string (never exponent notation), or None."""
+    return None if value is None else str(int(value))
+
+
+class HexField(serializers.CharField):
+    """Lowercase hex out; an empty value is null."""
+
+    def to_representation(self, value: Any) -> str | None:
+        return str(value).lower() if value else None
+
+
+class WeiField(serializers.Field):
+    def to_representation(self, value: Any) -> str | None:
+        return wei_string(value)
+
+
+class BatchOutputSerializer(serializers.ModelSerializer):
+    identifier = HexField()
+    batch_merkle_root = HexField(source="merkle_root")
+    sender_address = HexField(source="sender")
+    batch_data_pointer = serializers.CharField(source="data_pointer")
+    respond_to_task_fee_limit = WeiField(source="fee_limit")
+    created_tx = HexField()
+    verified_tx = HexField()
+
+    class Meta:
+        model = Batch
+        fields = [
+            "identifier",
+            "batch_merkle_root",
+            "sender_address",
+            "task_created_block",
+            "batch_data_pointer",
+            "respond_to_task_fee_limit",
+            "event_version",
+            "status",
+            "created_block",
+            "created_tx",
+            "verified_block",
+            "verified_tx",
+            "first_seen_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+def _pubkey(value: Any) -> Any:
+    """A stored pubkey ({"X", "Y"}; G2 in EVM order) with hex lowercased, or null before registration."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, list):
+        return [_pubkey(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _pubkey(v) for k, v in value.items()}
+    return value
+
+
+class OperatorOutputSerializer(serializers.ModelSerializer):
+    """Needs ``total_stake`` (current stake of the registered operators) in the context."""
+
+    operator_id = HexField()
+    address = HexField()
+    pubkey_g1 = serializers.SerializerMethodField()
+    pubkey_g2 = serializers.SerializerMethodField()
+    stake = WeiField(source="current_stake")
+    stake_share = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Operator
+        fields = [
+            "operator_id",
+            "address",
+            "pubkey_g1",
+            "pubkey_g2",
+            "socket",
+            "registered",
+            "registered_block",
+            "deregistered_block",
+            "stake",
+            "stake_share",
+        ]
+        read_only_fields = fields
+
+    def get_pubkey_g1(self, operator: Operator) -> Any:
+        return _pubkey(operator.pubkey_g1)
+
+    def get_pubkey_g2(self, operator: Operator) -> Any:
+        return _pubkey(operator.pubkey_g2)
+
+    def get_stake_share(self, operator: Operator) -> str | None:
+        share = operator_stake_share(operator=operator, total=self.context["total_stake"])
+        return None if share is None else str(share)
+
+
+class StakePointSerializer(serializers.ModelSerializer):
+    stake = WeiField()
+
+    class Meta:
+        model = OperatorStake
+        fields = ["block_number", "stake"]
+        read_only_fields = fields
+
+
+class OperatorDetailOutputSerializer(OperatorOutputSerializer):
+    """An operator with ``stake_history`` (from the context: the selector's rows, newest first)."""
+
+    stake_history = serializers.SerializerMethodField()
+
+    class Meta(OperatorOutputSerializer.Meta):
+        fields = [*OperatorOutputSerializer.Meta.fields, "stake_history"]
+        read_only_fields = fields
+
+    def get_stake_history(self, operator: Operator) -> Any:
+        return StakePointSerializer(self.context["stake_history"], many=True).data

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from monitoring.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("batches/", views.BatchListApi.as_view(), name="batch-list"),
+    path("batches/<str:identifier>/", views.BatchDetailApi.as_view(), name="batch-detail"),
+    path("operators/", views.OperatorListApi.as_view(), name="operator-list"),
+    path("operators/<str:operator_id>/", views.OperatorDetailApi.as_view(), name="operator-detail"),
+]

@@ -1,0 +1,129 @@
+"""Selectors: every read of the ledger that views, the API and jobs share (services write, selectors read)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection
+from django.db.models import QuerySet, Sum
+
+from monitoring.models import Batch, IngestCursor, IngestIncident, Operator, OperatorStake
+
+QUORUM = 0
+STAKE_HISTORY_LIMIT = 100
+SHARE_PLACES = Decimal("0.000001")
+BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def bytes32_normalize(*, value: str) -> str | None:
+    """``value`` as lowercase 0x + 64 hex, or None when it is not a bytes32 in hex."""
+    return value.lower() if BYTES32.match(value) else None
+
+
+# --- Batches -----------------------------------------------------------------------------------
+
+
+def batch_list() -> QuerySet[Batch]:
+    """Every batch, newest first (uses the ``batch_newest_first`` index)."""
+    return Batch.objects.order_by("-created_block", "-id")
+
+
+def batch_get(*, identifier: str) -> Batch | None:
+    return Batch.objects.filter(identifier=identifier.lower()).first()
+
+
+# --- Operators and stake -----------------------------------------------------------------------
+
+
+def operator_list() -> QuerySet[Operator]:
+    """Every operator known from registry events, biggest stake first."""
+    return Operator.objects.order_by("-current_stake", "operator_id")
+
+
+def operator_get(*, operator_id: str) -> Operator | None:
+    return Operator.objects.filter(operator_id=operator_id.lower()).first()
+
+
+def operator_total_current_stake() -> Decimal:
+    """The current stake of all registered operators together (the denominator of a stake share)."""
+    total = Operator.objects.filter(registered=True).aggregate(total=Sum("current_stake"))["total"]
+    return Decimal(total or 0)
+
+
+def operator_stake_share(*, operator: Operator, total: Decimal) -> Decimal | None:
+    """The operator's share of the registered stake, rounded to 6 places; None when there is no stake at all.
+
+    An operator that is not registered holds no share, whatever its last stake update said.
+    """
+    if total <= 0:
+        return None
+    if not operator.registered:
+        return Decimal(0).quantize(SHARE_PLACES)
+    return (Decimal(operator.current_stake) / total).quantize(SHARE_PLACES, rounding=ROUND_HALF_UP)
+
+
+def operator_stake_history(*, operator_id: str, limit: int = STAKE_HISTORY_LIMIT) -> list[OperatorStake]:
+    """The last ``limit`` live stake updates of one operator, newest first."""
+    return list(
+        OperatorStake.objects.filter(
+            operator_id=operator_id.lower(), quorum_number=QUORUM, removed=False
+        ).order_by("-block_number", "-log_index")[:limit]
+    )
+
+
+def operator_stake_at_block(*, operator_id: str, block_number: int) -> Decimal:
+    """The operator's stake at ``block_number``: its last live stake update at or before it, else 0."""
+    stake = (
+        OperatorStake.objects.filter(
+            operator_id=operator_id.lower(),
+            quorum_number=QUORUM,
+            removed=False,
+            block_number__lte=block_number,
+        )
+        .order_by("-block_number", "-log_index")
+        .values_list("stake", flat=True)
+        .first()
+    )
+    return Decimal(stake) if stake is not None else Decimal(0)
+
+
+_TOTAL_STAKE_AT_BLOCK = """
+SELECT COALESCE(SUM(latest.stake), 0) FROM (
+    SELECT DISTINCT ON (operator_id) stake
+    FROM {table}
+    WHERE removed = false AND quorum_number = %s AND block_number <= %s
+    ORDER BY operator_id, block_number DESC, log_index DESC
+) AS latest
+"""
+
+
+def total_stake_at_block(*, block_number: int) -> Decimal:
+    """The quorum's total stake at ``block_number``: each operator's stake then, summed in one query."""
+    sql = _TOTAL_STAKE_AT_BLOCK.format(table=connection.ops.quote_name(OperatorStake._meta.db_table))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [QUORUM, block_number])
+        row = cursor.fetchone()
+    return Decimal(row[0]) if row else Decimal(0)
+
+
+# --- Ingest ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestStatus:
+    cursors: list[IngestCursor]
+    incidents: list[IngestIncident]
+
+    @property
+    def last_incident(self) -> IngestIncident | None:
+        return self.incidents[0] if self.incidents else None
+
+
+def ingest_status(*, incidents: int = 10) -> IngestStatus:
+    """Where each contract's ingest cursor stands, and the latest ingest incidents (newest first)."""
+    return IngestStatus(
+        cursors=list(IngestCursor.objects.order_by("chain_id", "address")),
+        incidents=list(IngestIncident.objects.order_by("-created_at", "-id")[:incidents]),
+    )

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.factories import batch_create, hex32
+
+pytestmark = pytest.mark.django_db
+
+HEX = "0123456789abcdef"
+
+
+def _is_lower_hex(value: str) -> bool:
+    return value.startswith("0x") and all(c in HEX for c in value[2:])
+
+
+def test_it_lists_batches_newest_first_with_every_field(client: Client) -> None:
+    older = batch_create(label="older", created_block=100)
+    newer = batch_create(label="newer", created_block=120, verified_block=125)
+    same_block_later = batch_create(label="same-block", created_block=120)
+
+    response = client.get("/api/v1/batches/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["count"] == 3
+    assert body["next"] is None
+    assert body["previous"] is None
+    assert [b["identifier"] for b in body["results"]] == [
+        same_block_later.identifier,
+        newer.identifier,
+        older.identifier,
+    ]
+    verified = body["results"][1]
+    assert set(verified) == {
+        "identifier",
+        "batch_merkle_root",
+        "sender_address",
+        "task_created_block",
+        "batch_data_pointer",
+        "respond_to_task_fee_limit",
+        "event_version",
+        "status",
+        "created_block",
+        "created_tx",
+        "verified_block",
+        "verified_tx",
+        "first_seen_at",
+        "updated_at",
+    }
+    assert verified["status"] == "verified"
+    assert verified["verified_block"] == 125
+    assert _is_lower_hex(verified["verified_tx"])
+    assert verified["batch_merkle_root"] == newer.merkle_root
+    assert verified["respond_to_task_fee_limit"] == str(10**15)
+    pending = body["results"][2]
+    assert pending["status"] == "pending"
+    assert pending["verified_block"] is None
+    assert pending["verified_tx"] is None
+
+
+def test_it_paginates(client: Client) -> None:
+    size = int(str(settings.REST_FRAMEWORK["PAGE_SIZE"]))
+    for i in range(2 * size + 1):
+        batch_create(label=f"b{i}", created_block=100 + i)
+
+    first = client.get("/api/v1/batches/").json()
+    third = client.get("/api/v1/batches/?page=3").json()
+
+    assert first["count"] == 2 * size + 1
+    assert [b["created_block"] for b in first["results"]] == [100 + 2 * size - i for i in range(size)]
+    assert first["previous"] is None
+    assert first["next"].endswith("/api/v1/batches/?page=2")
+    assert [b["created_block"] for b in third["results"]] == [100]
+    assert third["next"] is None
+    assert third["previous"].endswith("/api/v1/batches/?page=2")
+
+
+def test_it_answers_a_page_past_the_end_with_404_and_a_malformed_page_with_400(client: Client) -> None:
+    batch_create(label="only")
+
+    past = client.get("/api/v1/batches/?page=9")
+    malformed = client.get("/api/v1/batches/?page=abc")
+
+    assert past.status_code == 404
+    assert past.json()["field"] == "page"
+    assert malformed.status_code == 400
+    assert malformed.json() == {"error": "page must be a positive integer", "field": "page"}
+
+
+def test_it_returns_one_batch_by_identifier_in_any_case(client: Client) -> None:
+    batch = batch_create(label="one", fee_limit=None, event_version=2)
+
+    response = client.get(f"/api/v1/batches/{batch.identifier.upper().replace('0X', '0x')}/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["identifier"] == batch.identifier
+    assert body["respond_to_task_fee_limit"] is None
+    assert body["event_version"] == 2
+
+
+def test_it_writes_hex_lowercase_even_when_given_upper_case(client: Client) -> None:
+    batch = batch_create(
+        label="upper",
+        identifier=hex32("upper").upper().replace("0X", "0x"),
+        merkle_root=hex32("upper-root").upper().replace("0X", "0x"),
+        sender="0x" + "AB" * 20,
+    )
+
+    body = client.get("/api/v1/batches/").json()["results"][0]
+
+    for key in ("identifier", "batch_merkle_root", "sender_address", "created_tx"):
+        assert _is_lower_hex(body[key]), key
+    assert body["identifier"] == batch.identifier.lower()
+    assert body["sender_address"] == "0x" + "ab" * 20
+
+
+def test_it_answers_404_for_an_unknown_batch(client: Client) -> None:
+    response = client.get(f"/api/v1/batches/{hex32('nobody')}/")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "no batch with this identifier", "field": "identifier"}
+
+
+@pytest.mark.parametrize("identifier", ["0x1234", "nothex", "0x" + "zz" * 32, "0x" + "ab" * 33, "ab" * 32])
+def test_it_answers_400_naming_the_field_for_a_malformed_identifier(client: Client, identifier: str) -> None:
+    response = client.get(f"/api/v1/batches/{identifier}/")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "identifier must be 0x followed by 64 hex digits",
+        "field": "identifier",
+    }
+
+
+def test_it_writes_large_wei_values_exactly(client: Client) -> None:
+    huge = 2**256 - 1
+    batch = batch_create(label="huge", fee_limit=huge)
+
+    body = client.get(f"/api/v1/batches/{batch.identifier}/").json()
+
+    assert body["respond_to_task_fee_limit"] == str(huge)
