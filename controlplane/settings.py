@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "monitoring",
     "recovery",
     "devnet",
+    "controlplane",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,345 @@
+"""``python manage.py runstack`` — everything ``make run`` needs, in one foreground process.
+
+Migrates, starts the devnet (or reuses a running one), then runs the ingester and the web server as child
+processes, each in its own session, with their output prefixed by name on this terminal (and kept in
+``$DEVNET_DIR/logs/<name>.log``). Ctrl-C or SIGTERM stops what it started, by PID: the children first, then
+the devnet if this command started it. If a child dies, it says which and stops the rest (exit status 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from devnet.anvil import stop_pid
+from devnet.state import DevnetStateError, load_state, state_path
+
+READY_TIMEOUT = 90.0
+CHILD_STOP_TIMEOUT = 10.0
+
+
+class _Stop(BaseException):
+    """Raised from the signal handler to unwind start-up or the wait loop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    pumps: list[threading.Thread] = field(default_factory=list)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def runstack_file() -> Path:
+    return Path(settings.DEVNET_DIR) / "runstack.json"
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole stack in the foreground: migrate, devnet, ingester, web server; Ctrl-C stops it all."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="address the web server binds (default 127.0.0.1)"
+        )
+        parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
+        parser.add_argument("--operators", type=int, default=5, help="operators when starting the devnet")
+        parser.add_argument(
+            "--no-devnet",
+            action="store_true",
+            help="do not start a devnet: use CHAIN_RPC_URL, SERVICE_MANAGER_ADDRESS, … from the environment",
+        )
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.children: list[Child] = []
+        self.started_devnet = False
+        self.stopping = threading.Event()
+        self.defer_signals = False
+        self.deferred_signal: int | None = None
+        self.output_lock = threading.Lock()
+        host: str = options["host"]
+        port: int = options["port"]
+
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port {port} is not a TCP port")
+        if port_in_use(host, port):
+            raise CommandError(f"port {port} on {host} is already in use: stop what uses it or pass --port N")
+
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        failure: str | None = None
+        try:
+            try:
+                self._start(
+                    host=host, port=port, operators=options["operators"], use_devnet=not options["no_devnet"]
+                )
+                failure = self._wait()
+            except _Stop as stop:
+                self._say(f"runstack: {stop} received, stopping")
+        finally:
+            self.stopping.set()  # from here on a signal no longer raises: it only says to wait
+            for sig in previous:
+                signal.signal(sig, self._on_signal_while_stopping)
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if failure:
+            raise CommandError(failure, returncode=1)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.defer_signals:
+            self.deferred_signal = signum
+            return
+        raise _Stop(signum)
+
+    def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
+        self._say("runstack: already stopping, please wait")
+
+    def _start(self, *, host: str, port: int, operators: int, use_devnet: bool) -> None:
+        if not use_devnet:
+            self._check_chain_settings()
+        self._say("runstack: applying migrations")
+        call_command("migrate", interactive=False, verbosity=0)
+        connections.close_all()
+        if use_devnet:
+            self._devnet_start(operators=operators)
+
+        # A devnet this run started is a new chain: the ledger of an earlier devnet describes nothing real.
+        self._spawn(
+            "ingest",
+            self._manage_py("ingest", "--reset") if self.started_devnet else self._manage_py("ingest"),
+        )
+        self._spawn(
+            "web",
+            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "controlplane.asgi:application"],
+        )
+        self._write_runstack_file(port=port)
+        url = f"http://{host}:{port}"
+        self._wait_ready(url)
+        self._say(f"Control plane: {url}")
+
+    def _wait(self) -> str | None:
+        """Block until a signal (raises _Stop) or a child dies (returns what to say)."""
+        warned_chain = False
+        while True:
+            for child in self.children:
+                code = child.process.poll()
+                if code is not None:
+                    message = f"{child.name} (pid {child.process.pid}) exited unexpectedly with status {code}"
+                    self._say(f"runstack: {message}; stopping the rest")
+                    return message
+            if self.started_devnet and not warned_chain and not self._devnet_alive():
+                warned_chain = True
+                self._say("runstack: warning: the devnet's anvil is no longer running")
+            time.sleep(0.5)
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                self._say(f"runstack: stopping {child.name} (pid {child.process.pid})")
+                stop_pid(child.process.pid, timeout=CHILD_STOP_TIMEOUT)
+            try:
+                child.process.wait(timeout=CHILD_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        for child in self.children:
+            for pump in child.pumps:
+                pump.join(timeout=2)
+        if self.started_devnet:
+            from devnet.network import devnet_down
+
+            stopped = devnet_down()
+            self._say("runstack: devnet down" + (f": stopped {', '.join(stopped)}" if stopped else ""))
+        runstack_file().unlink(missing_ok=True)
+        self._say("runstack: stopped")
+
+    # --- devnet and chain -----------------------------------------------------------------------
+
+    def _devnet_start(self, *, operators: int) -> None:
+        from devnet.network import DevnetConfig, component_running, devnet_up
+
+        try:
+            state = load_state()
+        except DevnetStateError:
+            state = {}
+        if component_running(state, "anvil"):
+            self._say(
+                f"runstack: reusing the running devnet (anvil pid {state['components']['anvil']['pid']}, "
+                f"{state.get('rpc_url')}); it stays up when runstack stops"
+            )
+        else:
+            self._say(f"runstack: starting the devnet ({operators} operators)")
+            self.started_devnet = True
+            try:
+                state = devnet_up(config=DevnetConfig(operators=operators))
+            except DevnetStateError as exc:
+                raise CommandError(f"devnet: {exc}") from exc
+            self._say(
+                f"runstack: devnet up: chain {state['rpc_url']}, service manager "
+                f"{state['contracts']['service_manager']}, {len(state['operators'])} operators; "
+                f"file {state_path()}"
+            )
+        for name, component in state.get("components", {}).items():
+            log = component.get("log")
+            if name != "anvil" and log:
+                self._tail(name, Path(log))
+
+    def _devnet_alive(self) -> bool:
+        from devnet.network import component_running
+
+        try:
+            return component_running(load_state(), "anvil")
+        except DevnetStateError:
+            return False
+
+    def _check_chain_settings(self) -> None:
+        from monitoring.ingest.config import IngestConfigError, ingest_source_load
+
+        try:
+            source = ingest_source_load()
+        except IngestConfigError as exc:
+            raise CommandError(f"--no-devnet: {exc}") from exc
+        self._say(f"runstack: no devnet; chain {source.rpc_url}")
+
+    # --- children -------------------------------------------------------------------------------
+
+    def _manage_py(self, *args: str) -> list[str]:
+        return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
+
+    def _logs_dir(self) -> Path:
+        logs = Path(settings.DEVNET_DIR) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log_path = self._logs_dir() / f"{name}.log"
+        # A signal between Popen and the bookkeeping would leak the child: defer it until the child is recorded.
+        # (Not with pthread_sigmask: children inherit a blocked mask and would then ignore SIGTERM.)
+        self.defer_signals = True
+        try:
+            process = subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=settings.BASE_DIR,
+                env=env,
+            )
+            child = Child(name=name, process=process, log_path=log_path)
+            self.children.append(child)
+        finally:
+            self.defer_signals = False
+        if self.deferred_signal is not None:
+            raise _Stop(self.deferred_signal)
+        assert process.stdout is not None
+        pump = threading.Thread(target=self._pump, args=(name, process.stdout, child.log_path), daemon=True)
+        pump.start()
+        child.pumps.append(pump)
+        self._say(f"runstack: started {name} (pid {process.pid}), log {child.log_path}")
+
+    def _pump(self, name: str, stream: IO[bytes], log_path: Path) -> None:
+        with stream, open(log_path, "ab") as log:
+            for raw in iter(stream.readline, b""):
+                log.write(raw)
+                log.flush()
+                self._say(raw.decode(errors="replace").rstrip("\n"), prefix=name)
+
+    def _tail(self, name: str, path: Path) -> None:
+        """Follow a devnet component's log from its current end, prefixed like the children's output."""
+
+        def follow() -> None:
+            while not path.exists() and not self.stopping.is_set():
+                time.sleep(0.5)
+            if self.stopping.is_set():
+                return
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                partial = b""
+                while not self.stopping.is_set():
+                    chunk = handle.readline()
+                    if not chunk:
+                        time.sleep(0.3)
+                        continue
+                    partial += chunk
+                    if partial.endswith(b"\n"):
+                        self._say(partial.decode(errors="replace").rstrip("\n"), prefix=name)
+                        partial = b""
+
+        threading.Thread(target=follow, name=f"tail-{name}", daemon=True).start()
+
+    def _write_runstack_file(self, *, port: int) -> None:
+        target = runstack_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "pid": os.getpid(),
+            "port": port,
+            "started_devnet": self.started_devnet,
+            "children": {child.name: child.process.pid for child in self.children},
+        }
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, target)
+
+    def _wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            for child in self.children:
+                code = child.process.poll()
+                if code is not None:
+                    raise CommandError(
+                        f"{child.name} exited with status {code} while starting; see its output above"
+                    )
+            try:
+                if requests.get(url + "/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        raise CommandError(f"{url} did not answer 200 within {READY_TIMEOUT:.0f} s")
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def _say(self, line: str, *, prefix: str | None = None) -> None:
+        """One line on the terminal; a child's or component's lines carry its name."""
+        with self.output_lock:
+            self.stdout.write(line if prefix is None else f"{prefix:<8}| {line}")
+            self.stdout.flush()
