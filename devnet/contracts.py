@@ -27,7 +27,7 @@ from web3.types import TxParams, TxReceipt, Wei
 from monitoring.bls import G1Point, G2Point, KeyPair
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
-CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager")
+CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "LoadBatcher")
 
 PUBKEY_REGISTRATION_TAG = b"AVSControlPlane.PubkeyRegistration"
 QUORUM_NUMBER = 0

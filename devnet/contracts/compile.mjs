@@ -24,6 +24,7 @@ const OPTIMIZER = { enabled: true, runs: 200 };
 const DEPLOYABLE = [
   ["OperatorRegistry.sol", "OperatorRegistry"],
   ["AlignedServiceManager.sol", "AlignedServiceManager"],
+  ["LoadBatcher.sol", "LoadBatcher"],
 ];
 
 function fail(message, code = 1) {

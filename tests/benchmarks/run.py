@@ -1,0 +1,186 @@
+"""``make bench``: throughput against a baseline measured in the same run, printed as ratios.
+
+ingest: backfill of >= 10,000 real NewBatchV3 logs from anvil into the ledger by the real Ingester, next to the
+raw limit (one eth_getLogs + the same decoder + one COPY into a bare table, no ORM, no ledger).
+bls: verifying N signatures of one batch one pairing check each, next to one aggregated check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+os.environ.setdefault("SECRET_KEY", "bench-only")
+os.environ["DATABASE_URL"] = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/controlplane_bench"
+)
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from web3 import Web3  # noqa: E402
+
+from controlplane.preflight import check_postgres  # noqa: E402
+from devnet import contracts  # noqa: E402
+from devnet.anvil import Anvil, start_anvil  # noqa: E402
+from monitoring.chain import ChainClient  # noqa: E402
+from monitoring.ingest.abi import TOPICS, decode_log  # noqa: E402
+from tests.chain_fixtures import Net, net_deploy  # noqa: E402
+
+TASKS_PER_TX = 100
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def make_logs(net: Net, total: int) -> None:
+    """Real NewBatchV3 logs from the real service manager, TASKS_PER_TX per transaction."""
+    artifact = contracts.load_artifact("LoadBatcher")
+    deployer = net.account("deployer")
+    factory = net.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = contracts.transact(
+        net.w3, factory.constructor(Web3.to_checksum_address(net.service_manager)), account=deployer
+    )
+    loader = net.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    for start in range(0, total, TASKS_PER_TX):
+        seed = start.to_bytes(32, "big")
+        contracts.transact(
+            net.w3,
+            loader.functions.createTasks(seed, TASKS_PER_TX, "http://127.0.0.1:1/batches/bench.json"),
+            account=deployer,
+            gas=12_000_000,
+        )
+
+
+def reset_ledger() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE monitoring_chainevent, monitoring_batch, monitoring_operator, monitoring_operatorstake, "
+            "monitoring_block, monitoring_ingestcursor, monitoring_ingestincident RESTART IDENTITY CASCADE"
+        )
+
+
+def raw_limit(anvil: Anvil, net: Net, head: int) -> int:
+    """getLogs over the whole range, decode each log, COPY the rows into a bare table: the ceiling."""
+    client = ChainClient(anvil.url)
+    logs = client.get_logs(
+        addresses=[net.service_manager], topics=[[TOPICS["NewBatchV3"]]], from_block=0, to_block=head
+    )
+    rows = []
+    for log in logs:
+        decoded = decode_log(log.topics, log.data)
+        assert decoded is not None
+        rows.append(
+            (
+                log.block_number,
+                log.block_hash,
+                log.log_index,
+                log.transaction_hash,
+                decoded.args["batchMerkleRoot"],
+                decoded.args["senderAddress"],
+                decoded.args["taskCreatedBlock"],
+                decoded.args["batchDataPointer"],
+            )
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_raw")
+        cursor.execute(
+            "CREATE TABLE bench_raw (block_number bigint, block_hash text, log_index int, tx text, root text, "
+            "sender text, task_created_block bigint, pointer text)"
+        )
+        with cursor.connection.cursor().copy("COPY bench_raw FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
+def bench_ingest(total: int, repeats: int) -> None:
+    problem = check_postgres(os.environ["DATABASE_URL"])
+    if problem:
+        sys.exit(f"bench: {problem}")
+    call_command("migrate", verbosity=0)
+    anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
+    try:
+        net = net_deploy(anvil, operators=3, seed="bench")
+        print(f"bench ingest: creating {total} NewBatchV3 logs on anvil ...", flush=True)
+        make_logs(net, total)
+        head = net.w3.eth.block_number
+
+        raw_times, ours_times = [], []
+        for _ in range(repeats):
+            count = 0
+
+            def run_raw() -> None:
+                nonlocal count
+                count = raw_limit(anvil, net, head)
+
+            raw_times.append(timed(run_raw))
+            assert count == total, f"raw saw {count} logs"
+            reset_ledger()
+            ingester = net.ingester(confirmations=0)
+            ours_times.append(timed(ingester.sync_once))
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM monitoring_batch")
+                stored = cursor.fetchone()[0]
+            assert stored == total, f"ingest stored {stored} batches"
+        raw = total / statistics.median(raw_times)
+        ours = total / statistics.median(ours_times)
+        print(f"ingest backfill: {total} NewBatchV3 logs, median of {repeats} runs")
+        print(f"  raw limit (eth_getLogs + decode + one COPY): {raw:10.0f} logs/s")
+        print(f"  control plane ingest (cursor, events, ledger): {ours:10.0f} logs/s")
+        print(f"  ratio: {ours / raw:.2f} (goal >= 0.50)")
+    finally:
+        anvil.stop()
+
+
+def bench_bls(signers: int) -> None:
+    from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
+
+    message = bytes(range(32))
+    keys = [keypair_from_seed("bench", i) for i in range(signers)]
+    signatures = [k.sign(message) for k in keys]
+    one_by_one = timed(
+        lambda: all(
+            verify(public_key_g2=k.public_key_g2, message=message, signature=s)
+            for k, s in zip(keys, signatures, strict=True)
+        )
+    )
+    aggregated = timed(
+        lambda: verify(
+            public_key_g2=aggregate_g2(k.public_key_g2 for k in keys),
+            message=message,
+            signature=aggregate_g1(signatures),
+        )
+    )
+    print(f"bls verify of {signers} signatures of one batch (py-ecc)")
+    print(f"  one pairing check each: {one_by_one:.2f} s; one aggregated check: {aggregated:.2f} s")
+    print(f"  ratio: {one_by_one / aggregated:.1f}x faster aggregated")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--signers", type=int, default=8)
+    parser.add_argument("--only", choices=["ingest", "bls"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "ingest"):
+        bench_ingest(args.logs, args.repeats)
+    if args.only in (None, "bls"):
+        bench_bls(args.signers)
+
+
+if __name__ == "__main__":
+    main()
