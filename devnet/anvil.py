@@ -24,7 +24,9 @@ def anvil_binary() -> Path:
     base = Path(settings.NODE_MODULES_DIR) / "@foundry-rs"
     candidates = sorted(base.glob("anvil-*/bin/anvil"))
     if not candidates:
-        raise AnvilError(f"anvil not found under {base}: run `make setup` (or `npm install`) in the project directory")
+        raise AnvilError(
+            f"anvil not found under {base}: run `make setup` (or `npm install`) in the project directory"
+        )
     return candidates[0]
 
 
