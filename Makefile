@@ -3,7 +3,6 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
-export DJANGO_SETTINGS_MODULE ?= controlplane.settings
 
 .PHONY: run test bench setup lint typecheck contracts contracts-check services clean
 
