@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from devnet.anvil import start_anvil
@@ -18,7 +20,8 @@ def test_it_refuses_a_replaced_chain_until_the_ledger_is_reset(anvil):
     first.ingester().sync_once()
     assert Batch.objects.count() == 1
 
-    replacement = start_anvil()
+    # Anvil's genesis hash depends only on its timestamp: two nodes started in the same second share it.
+    replacement = start_anvil(extra_args=["--timestamp", str(int(time.time()) + 1000)])
     try:
         second = net_deploy(replacement, seed="same")
         assert second.service_manager == first.service_manager, "same seed, same addresses"
