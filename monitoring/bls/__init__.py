@@ -7,6 +7,15 @@ enter through from_evm/from_hex, which also check the G2 subgroup.
 
 from __future__ import annotations
 
+from .backends import (
+    PairingBackend,
+    PairingBackendError,
+    PyEccBackend,
+    PyrevmBackend,
+    available_backends,
+    pairing_backend,
+)
+from .batch import BatchVerifyResult, SignedItem, verify_same_message
 from .keys import KeyPair, generate_keypair, keypair_from_secret, keypair_from_seed
 from .points import (
     CURVE_ORDER,
@@ -43,12 +52,19 @@ __all__ = [
     "G1_INFINITY",
     "G2_GENERATOR",
     "G2_INFINITY",
+    "BatchVerifyResult",
     "G1Point",
     "G2Point",
     "InvalidPoint",
     "KeyPair",
+    "PairingBackend",
+    "PairingBackendError",
+    "PyEccBackend",
+    "PyrevmBackend",
+    "SignedItem",
     "aggregate_g1",
     "aggregate_g2",
+    "available_backends",
     "g1_add",
     "g1_mul",
     "g1_neg",
@@ -60,8 +76,10 @@ __all__ = [
     "keypair_from_secret",
     "keypair_from_seed",
     "operator_id",
+    "pairing_backend",
     "pairing_check",
     "sign",
     "verify",
+    "verify_same_message",
     "verify_with_g1_binding",
 ]
