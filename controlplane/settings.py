@@ -138,6 +138,23 @@ INGEST_POLL_INTERVAL = env_float("INGEST_POLL_INTERVAL", 1.0, minimum=0.05)
 INGEST_INITIAL_RANGE = env_int("INGEST_INITIAL_RANGE", 2000, minimum=1)
 INGEST_MAX_RANGE = env_int("INGEST_MAX_RANGE", 50_000, minimum=1)
 
+# Operator liveness: probing each registered operator's node API (GET /eigen/node/health) at its socket.
+LIVENESS_PROBE_INTERVAL = env_float("LIVENESS_PROBE_INTERVAL", 10.0, minimum=0.1)
+# The whole probe of one operator (health and version) answers within this many seconds, or it is down.
+LIVENESS_PROBE_TIMEOUT = env_float("LIVENESS_PROBE_TIMEOUT", 2.0, minimum=0.05)
+LIVENESS_PROBE_CONCURRENCY = env_int("LIVENESS_PROBE_CONCURRENCY", 16, minimum=1)
+# Consecutive failed probes before an operator is declared down (2 or more tolerates a single blip).
+LIVENESS_DOWN_AFTER = env_int("LIVENESS_DOWN_AFTER", 1, minimum=1)
+
+# Signature intake and quorum progress.
+INTAKE_MAX_BODY_BYTES = env_int("INTAKE_MAX_BODY_BYTES", 4096, minimum=512)
+# How long a signature for a batch not yet ingested waits before it expires.
+INTAKE_WAITING_TTL = env_float("INTAKE_WAITING_TTL", 600.0, minimum=1.0)
+QUORUM_THRESHOLD_PERCENTAGE = env_int("QUORUM_THRESHOLD_PERCENTAGE", 67, minimum=1)
+# "auto": the fastest installed pairing backend; or "py-ecc" (the reference), or a named faster one.
+BLS_PAIRING_BACKEND = env_str("BLS_PAIRING_BACKEND", "auto")
+VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

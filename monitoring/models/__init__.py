@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from monitoring.models.batches import Batch, BatchStatus
 from monitoring.models.chain import Block, ChainEvent, IngestCursor, IngestIncident, IngestIncidentKind
+from monitoring.models.liveness import OperatorLiveness, OperatorState, OperatorStateChange
 from monitoring.models.operators import Operator, OperatorStake
+from monitoring.models.progress import BatchProgress, BatchProgressChange, BatchProgressChangeKind
+from monitoring.models.signatures import Signature, SignatureStatus
 
 __all__ = [
     "Batch",
+    "BatchProgress",
+    "BatchProgressChange",
+    "BatchProgressChangeKind",
     "BatchStatus",
     "Block",
     "ChainEvent",
@@ -15,5 +21,10 @@ __all__ = [
     "IngestIncident",
     "IngestIncidentKind",
     "Operator",
+    "OperatorLiveness",
     "OperatorStake",
+    "OperatorState",
+    "OperatorStateChange",
+    "Signature",
+    "SignatureStatus",
 ]
