@@ -27,11 +27,11 @@ def bytes32_normalize(*, value: str) -> str | None:
 
 def batch_list() -> QuerySet[Batch]:
     """Every batch, newest first (uses the ``batch_newest_first`` index)."""
-    return Batch.objects.order_by("-created_block", "-id")
+    return Batch.objects.select_related("progress").order_by("-created_block", "-id")
 
 
 def batch_get(*, identifier: str) -> Batch | None:
-    return Batch.objects.filter(identifier=identifier.lower()).first()
+    return Batch.objects.select_related("progress").filter(identifier=identifier.lower()).first()
 
 
 # --- Operators and stake -----------------------------------------------------------------------

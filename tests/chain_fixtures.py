@@ -101,6 +101,21 @@ class Net:
         return dict(receipt)
 
 
+def signed_response(net: Net, *, root: bytes, operator: int, wrong_key: bool = False) -> dict[str, Any]:
+    """Aligned's signed task response JSON from one devnet operator (or signed by a wrong key)."""
+    sender = net.account("batcher").address.lower()
+    identifier = contracts.batch_identifier(batch_merkle_root=root, sender=sender)
+    keypair = keypair_from_secret(int(net.state["operators"][operator]["bls_secret"], 16))
+    signer = keypair_from_secret(keypair.secret + 1) if wrong_key else keypair
+    return {
+        "batchMerkleRoot": "0x" + root.hex(),
+        "senderAddress": sender,
+        "batchIdentifierHash": "0x" + identifier.hex(),
+        "blsSignature": signer.sign(identifier).to_hex(),
+        "operatorId": "0x" + keypair.operator_id.hex(),
+    }
+
+
 def net_deploy(anvil: Anvil, *, operators: int = 3, seed: str = "ingest") -> Net:
     state: dict[str, Any] = {"version": 1, "components": {}}
     network_deploy(

@@ -49,7 +49,9 @@ def test_it_lists_batches_newest_first_with_every_field(client: Client) -> None:
         "verified_tx",
         "first_seen_at",
         "updated_at",
+        "progress",
     }
+    assert verified["progress"] is None, "no progress before any signature was verified"
     assert verified["status"] == "verified"
     assert verified["verified_block"] == 125
     assert _is_lower_hex(verified["verified_tx"])

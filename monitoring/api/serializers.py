@@ -28,6 +28,26 @@ class WeiField(serializers.Field):
         return wei_string(value)
 
 
+def progress_json(batch: Batch) -> dict[str, Any] | None:
+    """Quorum progress as persisted by the verifier, or null before the batch has any."""
+    progress = getattr(
+        batch, "progress", None
+    )  # the reverse one-to-one raises when absent; getattr maps it to None
+    if progress is None:
+        return None
+    return {
+        "signed_stake": wei_string(progress.signed_stake),
+        "total_stake": wei_string(progress.total_stake),
+        "signed_percentage": f"{progress.signed_percentage:.1f}",
+        "threshold_percentage": progress.threshold_percentage,
+        "quorum_reached": progress.quorum_reached,
+        "quorum_reached_at": progress.quorum_reached_at.isoformat() if progress.quorum_reached_at else None,
+        "at_risk": progress.at_risk,
+        "signers": progress.signed_operator_ids,
+        "non_signers": progress.unsigned_operator_ids,
+    }
+
+
 class BatchOutputSerializer(serializers.ModelSerializer):
     identifier = HexField()
     batch_merkle_root = HexField(source="merkle_root")
@@ -36,6 +56,7 @@ class BatchOutputSerializer(serializers.ModelSerializer):
     respond_to_task_fee_limit = WeiField(source="fee_limit")
     created_tx = HexField()
     verified_tx = HexField()
+    progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Batch
@@ -54,8 +75,12 @@ class BatchOutputSerializer(serializers.ModelSerializer):
             "verified_tx",
             "first_seen_at",
             "updated_at",
+            "progress",
         ]
         read_only_fields = fields
+
+    def get_progress(self, batch: Batch) -> dict[str, Any] | None:
+        return progress_json(batch)
 
 
 def _pubkey(value: Any) -> Any:

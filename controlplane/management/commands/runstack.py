@@ -144,6 +144,9 @@ class Command(BaseCommand):
             "ingest",
             self._manage_py("ingest", "--reset") if self.started_devnet else self._manage_py("ingest"),
         )
+        self._spawn("verifier", self._manage_py("verifier"))
+        self._spawn("prober", self._manage_py("probe_operators"))
+        self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
         self._spawn(
             "web",
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "controlplane.asgi:application"],

@@ -1,0 +1,1 @@
+"""The intake: operators' signed task responses, checked cheaply, stored durably, then acknowledged."""

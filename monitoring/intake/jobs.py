@@ -1,0 +1,47 @@
+"""Thin RQ jobs over the intake services. Ids in, rows claimed by the services; safe to run twice."""
+
+from __future__ import annotations
+
+import django_rq
+
+from monitoring.intake.services import signatures_expire_waiting, signatures_match_waiting
+from monitoring.intake.verify import batches_with_pending_signatures, signatures_verify_batch
+from monitoring.progress.services import progress_refresh_pending
+
+
+def verify_batch_job(batch_identifier: str) -> dict[str, int]:
+    outcome = signatures_verify_batch(batch_identifier=batch_identifier)
+    return {
+        "verified": outcome.verified,
+        "invalid": outcome.invalid,
+        "pairing_checks": outcome.pairing_checks,
+    }
+
+
+def verification_enqueue(*, batch_identifier: str) -> None:
+    # A deterministic id: a burst of signatures for one batch becomes one job, verified as one micro-batch.
+    queue = django_rq.get_queue("default")
+    job_id = f"verify-{batch_identifier}"
+    job = queue.fetch_job(job_id)
+    if job is not None and job.get_status(refresh=False) in ("queued", "deferred", "scheduled"):
+        return
+    queue.enqueue(verify_batch_job, batch_identifier, job_id=job_id, result_ttl=60, failure_ttl=3600)
+
+
+def intake_sweep() -> dict[str, int]:
+    """Match and expire waiting signatures, verify whatever is pending, refresh pending batches' progress."""
+    matched = signatures_match_waiting()
+    expired = signatures_expire_waiting()
+    verified = invalid = 0
+    for identifier in sorted(set(matched) | set(batches_with_pending_signatures())):
+        outcome = signatures_verify_batch(batch_identifier=identifier)
+        verified += outcome.verified
+        invalid += outcome.invalid
+    refreshed = progress_refresh_pending()
+    return {
+        "matched": len(matched),
+        "expired": expired,
+        "verified": verified,
+        "invalid": invalid,
+        "refreshed": refreshed,
+    }

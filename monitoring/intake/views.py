@@ -1,0 +1,50 @@
+"""POST /api/v1/signatures — a thin adapter: size limit, parse, store, then acknowledge."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from monitoring.intake.parse import IntakeError, signed_response_parse
+from monitoring.intake.services import signature_submit
+
+logger = logging.getLogger("monitoring.intake")
+
+
+def _error(exc: IntakeError) -> JsonResponse:
+    return JsonResponse(exc.as_json(), status=exc.status)
+
+
+@csrf_exempt  # operators are machines posting JSON, not browsers holding a session
+@require_POST
+def signature_create(request: HttpRequest) -> JsonResponse:
+    limit = int(settings.INTAKE_MAX_BODY_BYTES)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return _error(IntakeError(f"body is larger than {limit} bytes", status=413))
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _error(IntakeError(f"body is larger than {limit} bytes", status=413))
+    try:
+        response = signed_response_parse(body)
+        result = signature_submit(response=response, source=str(request.META.get("REMOTE_ADDR", "")))
+    except IntakeError as exc:
+        return _error(exc)
+    return JsonResponse(
+        {
+            "status": result.status,
+            "signatureId": result.signature_id,
+            "signatureStatus": result.signature_status,
+            "conflicting": result.conflicting,
+            "batchIdentifierHash": response.batch_identifier,
+            "operatorId": response.operator_id,
+        },
+        status=202,
+    )

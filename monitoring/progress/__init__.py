@@ -1,0 +1,1 @@
+"""Per-batch stake-weighted progress toward quorum."""

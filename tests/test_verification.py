@@ -1,0 +1,102 @@
+"""Micro-batch verification per batch: one aggregated check, bisection to the bad ones, chain agrees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devnet import contracts
+from monitoring.bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
+from monitoring.intake.verify import signatures_verify_batch
+from monitoring.models import Signature, SignatureStatus
+from tests.chain_fixtures import net_deploy, signed_response
+
+
+def submit(client, body) -> int:
+    response = client.post("/api/v1/signatures", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 202, response.content
+    return int(response.json()["signatureId"])
+
+
+@pytest.mark.django_db
+def test_it_marks_exactly_the_invalid_signatures_by_bisection(client, anvil):
+    net = net_deploy(anvil, operators=8)
+    root = net.create_task(seed=21)
+    net.ingester().sync_once()
+    bad = {2, 5}
+    ids = {
+        i: submit(client, signed_response(net, root=root, operator=i, wrong_key=i in bad)) for i in range(8)
+    }
+
+    outcome = signatures_verify_batch(
+        batch_identifier=Signature.objects.get(
+            id=min(Signature.objects.values_list("id", flat=True))
+        ).batch_identifier
+    )
+
+    assert outcome.verified == 6
+    assert outcome.invalid == 2
+    assert outcome.pairing_checks < 2 * len(bad) * 3 + 1, "bisection, not one check per signature pair"
+    for i, signature_id in ids.items():
+        row = Signature.objects.get(id=signature_id)
+        assert row.status == (SignatureStatus.INVALID if i in bad else SignatureStatus.VERIFIED)
+        assert row.verified_at is not None
+        if i in bad:
+            assert "does not verify" in row.status_reason
+
+
+@pytest.mark.django_db
+def test_it_verifies_all_valid_signatures_with_one_pairing_check(client, anvil):
+    net = net_deploy(anvil, operators=5)
+    root = net.create_task(seed=22)
+    net.ingester().sync_once()
+    for i in range(5):
+        submit(client, signed_response(net, root=root, operator=i))
+    outcome = signatures_verify_batch(
+        batch_identifier=Signature.objects.get(
+            id=min(Signature.objects.values_list("id", flat=True))
+        ).batch_identifier
+    )
+    assert (outcome.verified, outcome.invalid, outcome.pairing_checks) == (5, 0, 1)
+    again = signatures_verify_batch(
+        batch_identifier=Signature.objects.get(
+            id=min(Signature.objects.values_list("id", flat=True))
+        ).batch_identifier
+    )
+    assert (again.verified, again.invalid) == (0, 0), "verified rows are not claimed twice"
+
+
+@pytest.mark.django_db
+def test_it_lets_the_chain_accept_the_aggregate_of_the_verified_signatures(client, anvil):
+    net = net_deploy(anvil, operators=4)
+    root = net.create_task(seed=23)
+    net.ingester().sync_once()
+    for i in range(4):
+        submit(client, signed_response(net, root=root, operator=i, wrong_key=i == 0))
+    signatures_verify_batch(
+        batch_identifier=Signature.objects.get(
+            id=min(Signature.objects.values_list("id", flat=True))
+        ).batch_identifier
+    )
+
+    verified = list(Signature.objects.filter(status=SignatureStatus.VERIFIED).order_by("operator_id"))
+    assert len(verified) == 3
+    keys = {
+        "0x" + keypair_from_secret(int(op["bls_secret"], 16)).operator_id.hex(): keypair_from_secret(
+            int(op["bls_secret"], 16)
+        )
+        for op in net.state["operators"]
+    }
+    receipt = contracts.respond_to_task(
+        net.w3,
+        service_manager=net.service_manager,
+        aggregator=net.account("aggregator"),
+        batch_merkle_root=root,
+        sender=net.account("batcher").address.lower(),
+        signer_ids=[bytes.fromhex(s.operator_id[2:]) for s in verified],
+        apk_g2=aggregate_g2(keys[s.operator_id].public_key_g2 for s in verified),
+        sigma=aggregate_g1(G1Point(int(s.signature_x, 16), int(s.signature_y, 16)) for s in verified),
+    )
+    events = contracts.decode_events(net.w3, receipt)
+    assert [e.name for e in events] == ["BatchVerified"]
