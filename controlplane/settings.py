@@ -77,9 +77,18 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/controlplane")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfiguredEnv("DATABASE_URL must point at PostgreSQL (postgres://...)")
+# A bounded psycopg pool per process: under ASGI, persistent per-thread connections would pile up until
+# Postgres refuses clients. Each process holds at most DB_POOL_MAX_SIZE connections.
+DATABASES["default"]["OPTIONS"] = {
+    "pool": {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 8, minimum=1),
+        "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -22,7 +22,8 @@ def lock_key(name: str) -> int:
     return int.from_bytes(keccak(name.encode())[:8], "big", signed=True)
 
 
-def _connect() -> psycopg.Connection[tuple[object, ...]]:
+def dedicated_connection() -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection of its own (not from Django's pool), for locks and LISTEN."""
     db = settings.DATABASES["default"]
     return psycopg.connect(
         dbname=db["NAME"],
@@ -43,7 +44,7 @@ class AdvisoryLock:
 
     def try_acquire(self) -> bool:
         if self.conn is None or self.conn.closed:
-            self.conn = _connect()
+            self.conn = dedicated_connection()
         row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
         return bool(row and row[0])
 

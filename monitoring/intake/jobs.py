@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import django_rq
-
 from monitoring.intake.services import signatures_expire_waiting, signatures_match_waiting
 from monitoring.intake.verify import batches_with_pending_signatures, signatures_verify_batch
 from monitoring.progress.services import progress_refresh_pending
@@ -16,16 +14,6 @@ def verify_batch_job(batch_identifier: str) -> dict[str, int]:
         "invalid": outcome.invalid,
         "pairing_checks": outcome.pairing_checks,
     }
-
-
-def verification_enqueue(*, batch_identifier: str) -> None:
-    # A deterministic id: a burst of signatures for one batch becomes one job, verified as one micro-batch.
-    queue = django_rq.get_queue("default")
-    job_id = f"verify-{batch_identifier}"
-    job = queue.fetch_job(job_id)
-    if job is not None and job.get_status(refresh=False) in ("queued", "deferred", "scheduled"):
-        return
-    queue.enqueue(verify_batch_job, batch_identifier, job_id=job_id, result_ttl=60, failure_ttl=3600)
 
 
 def intake_sweep() -> dict[str, int]:

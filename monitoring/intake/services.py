@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring.intake.parse import IntakeError, SignedResponse
-from monitoring.models import Batch, Operator, Signature, SignatureStatus
+from monitoring.models import Batch, Signature, SignatureStatus
 from monitoring.selectors import operator_stake_at_block
 
 logger = logging.getLogger("monitoring.intake")
@@ -29,58 +29,75 @@ def _hex32(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
+_LOOKUP = """
+SELECT o.registered, b.task_created_block,
+    (SELECT s.stake FROM monitoring_operatorstake s
+     WHERE s.operator_id = o.operator_id AND NOT s.removed AND s.quorum_number = 0
+       AND s.block_number <= b.task_created_block
+     ORDER BY s.block_number DESC, s.log_index DESC LIMIT 1)
+FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %s
+WHERE o.operator_id = %s
+"""
+
+# The insert and the conflict check in one round trip: ``earlier`` reads the snapshot before the insert.
+_INSERT = """
+WITH earlier AS (
+    SELECT id FROM monitoring_signature WHERE batch_identifier = %s AND operator_id = %s
+), inserted AS (
+    INSERT INTO monitoring_signature (batch_identifier, batch_merkle_root, sender_address, operator_id,
+        signature_x, signature_y, status, status_reason, conflicting, source, received_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, '', false, %s, now())
+    ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT id FROM inserted), (SELECT count(*) FROM earlier)
+"""
+
+# Verifiers LISTEN on this channel; the notification is delivered only if the transaction commits.
+NOTIFY_CHANNEL = "signatures_pending"
+
+
 def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitResult:
     """Check the operator, store the signature, commit. Raises IntakeError (403) for an unknown operator.
 
     Returns only after the row is committed: from then on it cannot be lost, so the caller may acknowledge.
     """
-    operator = Operator.objects.filter(operator_id=response.operator_id).only("registered").first()
-    if operator is None:
-        raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-    batch = (
-        Batch.objects.filter(identifier=response.batch_identifier)
-        .only("task_created_block", "status")
-        .first()
-    )
-    if batch is not None:
-        stake = operator_stake_at_block(
-            operator_id=response.operator_id, block_number=batch.task_created_block
-        )
-        if stake <= 0:
-            raise IntakeError(
-                "operatorId had no stake at the batch's taskCreatedBlock", field="operatorId", status=403
-            )
-        status = SignatureStatus.PENDING
-    else:
-        if not operator.registered:
-            raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-        status = SignatureStatus.WAITING
-
     sig_x, sig_y = _hex32(response.signature.x), _hex32(response.signature.y)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            # ON CONFLICT DO NOTHING: two concurrent identical submissions store one row, the other is a duplicate.
-            cursor.execute(
-                """
-                INSERT INTO monitoring_signature (batch_identifier, batch_merkle_root, sender_address, operator_id,
-                    signature_x, signature_y, status, status_reason, conflicting, source, received_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, '', false, %s, now())
-                ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
-                RETURNING id
-                """,
-                [
-                    response.batch_identifier,
-                    response.batch_merkle_root,
-                    response.sender_address,
-                    response.operator_id,
-                    sig_x,
-                    sig_y,
-                    status,
-                    source[:64],
-                ],
-            )
-            row = cursor.fetchone()
-        if row is None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOOKUP, [response.batch_identifier, response.operator_id])
+        found = cursor.fetchone()
+        if found is None:
+            raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
+        registered, task_created_block, stake = found
+        if task_created_block is not None:
+            if not stake or stake <= 0:
+                raise IntakeError(
+                    "operatorId had no stake at the batch's taskCreatedBlock", field="operatorId", status=403
+                )
+            status = SignatureStatus.PENDING
+        elif not registered:
+            raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
+        else:
+            status = SignatureStatus.WAITING
+
+        cursor.execute(
+            _INSERT,
+            [
+                response.batch_identifier,
+                response.operator_id,
+                response.batch_identifier,
+                response.batch_merkle_root,
+                response.sender_address,
+                response.operator_id,
+                sig_x,
+                sig_y,
+                status,
+                source[:64],
+            ],
+        )
+        row = cursor.fetchone()
+        inserted_id, earlier = (row[0], int(row[1])) if row else (None, 0)
+        if inserted_id is None:
             existing = Signature.objects.get(
                 batch_identifier=response.batch_identifier,
                 operator_id=response.operator_id,
@@ -93,13 +110,9 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
                 signature_status=existing.status,
                 conflicting=existing.conflicting,
             )
-        signature_id = int(row[0])
-        # A different signature by the same operator for the same batch: keep both as evidence, flag both.
-        siblings = Signature.objects.filter(
-            batch_identifier=response.batch_identifier, operator_id=response.operator_id
-        ).exclude(id=signature_id)
-        conflicting = siblings.exists()
+        conflicting = earlier > 0
         if conflicting:
+            # A different signature by the same operator for the same batch: keep both as evidence, flag both.
             Signature.objects.filter(
                 batch_identifier=response.batch_identifier, operator_id=response.operator_id
             ).update(conflicting=True)
@@ -112,23 +125,10 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
 
         operator_sign_of_life(operator_id=response.operator_id)
         if status == SignatureStatus.PENDING:
-            identifier = response.batch_identifier
-            transaction.on_commit(lambda: _enqueue_verification(identifier))
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, response.batch_identifier])
     return SubmitResult(
-        status="accepted", signature_id=signature_id, signature_status=status, conflicting=conflicting
+        status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=conflicting
     )
-
-
-def _enqueue_verification(batch_identifier: str) -> None:
-    """Ask a worker to verify this batch soon; the verifier sweep picks it up anyway if Redis is unavailable."""
-    from monitoring.intake.jobs import verification_enqueue
-
-    try:
-        verification_enqueue(batch_identifier=batch_identifier)
-    except Exception as exc:  # Redis is disposable: the row is the truth and the sweep will find it
-        logger.warning(
-            "could not enqueue verification of %s (%s); the sweep will pick it up", batch_identifier, exc
-        )
 
 
 def signatures_match_waiting() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -37,6 +38,10 @@ def signature_create(request: HttpRequest) -> JsonResponse:
         result = signature_submit(response=response, source=str(request.META.get("REMOTE_ADDR", "")))
     except IntakeError as exc:
         return _error(exc)
+    except DatabaseError as exc:
+        # Nothing was acknowledged, so nothing is lost: tell the operator to retry rather than fail opaquely.
+        logger.error("intake storage unavailable: %s", exc)
+        return _error(IntakeError("storage temporarily unavailable; retry", status=503))
     return JsonResponse(
         {
             "status": result.status,

@@ -68,7 +68,8 @@ def reset_ledger() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE monitoring_chainevent, monitoring_batch, monitoring_operator, monitoring_operatorstake, "
-            "monitoring_block, monitoring_ingestcursor, monitoring_ingestincident RESTART IDENTITY CASCADE"
+            "monitoring_block, monitoring_ingestcursor, monitoring_ingestincident, monitoring_signature, "
+            "monitoring_batchprogress, monitoring_batchprogresschange RESTART IDENTITY CASCADE"
         )
 
 
@@ -145,6 +146,25 @@ def bench_ingest(total: int, repeats: int) -> None:
         anvil.stop()
 
 
+def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> None:
+    from tests.benchmarks.intake import bench_intake
+
+    problem = check_postgres(os.environ["DATABASE_URL"])
+    if problem:
+        sys.exit(f"bench: {problem}")
+    call_command("migrate", verbosity=0)
+    reset_ledger()
+    anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
+    try:
+        net = net_deploy(anvil, operators=operators, seed="bench-intake")
+        make_logs(net, batches)
+        net.ingester(confirmations=0).sync_once()
+        env = {**net.env(), "DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": "redis://127.0.0.1:6379/14"}
+        bench_intake(net=net, env=env, backends=backends)
+    finally:
+        anvil.stop()
+
+
 def bench_bls(signers: int) -> None:
     from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -174,10 +194,15 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
-    parser.add_argument("--only", choices=["ingest", "bls"], default=None)
+    parser.add_argument("--only", choices=["ingest", "intake", "bls"], default=None)
+    parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
+    parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
+    parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         bench_ingest(args.logs, args.repeats)
+    if args.only in (None, "intake"):
+        bench_intake_main(operators=args.operators, batches=args.batches, backends=args.backends.split(","))
     if args.only in (None, "bls"):
         bench_bls(args.signers)
 

@@ -1,0 +1,169 @@
+"""Intake throughput: signatures accepted + stored (HTTP) + verified, end to end, per pairing backend.
+
+Real daphne serving the endpoint, real Postgres, a real verifier process; the load is precomputed signatures
+of devnet operators over many ingested batches. Baseline measured in the same run: one py-ecc verify per
+signature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.db import connection
+
+from devnet.anvil import free_port
+from monitoring.bls import keypair_from_secret, verify
+from tests.chain_fixtures import Net
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def precompute(net: Net, batches: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Every operator's signed response for every batch (root, sender, identifier)."""
+    keypairs = [keypair_from_secret(int(op["bls_secret"], 16)) for op in net.state["operators"]]
+    bodies = []
+    for root, sender, identifier in batches:
+        message = bytes.fromhex(identifier[2:])
+        for keypair in keypairs:
+            bodies.append(
+                {
+                    "batchMerkleRoot": root,
+                    "senderAddress": sender,
+                    "batchIdentifierHash": identifier,
+                    "blsSignature": keypair.sign(message).to_hex(),
+                    "operatorId": "0x" + keypair.operator_id.hex(),
+                }
+            )
+    return bodies
+
+
+def naive_rate(net: Net, bodies: list[dict[str, Any]], samples: int = 4) -> float:
+    """Signatures/s verifying one py-ecc pairing check per signature."""
+    from monitoring.bls import G1Point
+
+    keys = {
+        "0x" + keypair_from_secret(int(op["bls_secret"], 16)).operator_id.hex(): keypair_from_secret(
+            int(op["bls_secret"], 16)
+        ).public_key_g2
+        for op in net.state["operators"]
+    }
+    started = time.perf_counter()
+    for body in bodies[:samples]:
+        ok = verify(
+            public_key_g2=keys[body["operatorId"]],
+            message=bytes.fromhex(body["batchIdentifierHash"][2:]),
+            signature=G1Point.from_hex(body["blsSignature"]),
+        )
+        assert ok
+    return samples / (time.perf_counter() - started)
+
+
+def _count(status: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM monitoring_signature WHERE status = %s", [status])
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+
+def run_intake(
+    *, env: dict[str, str], bodies: list[dict[str, Any]], backend: str, clients: int = 16
+) -> dict[str, float]:
+    """Post every body through HTTP while a verifier runs; time until all are verified."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM monitoring_signature")
+        cursor.execute("DELETE FROM monitoring_batchprogresschange")
+        cursor.execute("DELETE FROM monitoring_batchprogress")
+    port = free_port()
+    child_env = {
+        **env,
+        "BLS_PAIRING_BACKEND": backend,
+        "VERIFIER_POLL_INTERVAL": "0.05",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
+    web = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
+        env=child_env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
+    verifier = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "verifier"],
+        env=child_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/signatures"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/api/v1/batches/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        payloads = [json.dumps(b) for b in bodies]
+        sessions: dict[int, requests.Session] = {}
+
+        def post(payload: str) -> int:
+            import threading
+
+            session = sessions.setdefault(threading.get_ident(), requests.Session())
+            return session.post(
+                url, data=payload, headers={"Content-Type": "application/json"}, timeout=30
+            ).status_code
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            statuses = list(pool.map(post, payloads))
+        accepted_at = time.perf_counter()
+        assert statuses.count(202) == len(bodies), f"not all accepted: {set(statuses)}"
+        while _count("verified") < len(bodies):
+            if time.perf_counter() - started > 900:
+                raise TimeoutError("verification did not finish within 900 s")
+            time.sleep(0.05)
+        done = time.perf_counter()
+        assert _count("invalid") == 0
+    finally:
+        for process in (web, verifier):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return {
+        "accepted_per_s": len(bodies) / (accepted_at - started),
+        "end_to_end_per_s": len(bodies) / (done - started),
+        "seconds": done - started,
+    }
+
+
+def bench_intake(*, net: Net, env: dict[str, str], backends: list[str]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id")
+        batches = [(r, s, i) for r, s, i in cursor.fetchall()]
+    print(
+        f"bench intake: signing {len(batches)} batches x {len(net.state['operators'])} operators ...",
+        flush=True,
+    )
+    bodies = precompute(net, batches)
+    naive = naive_rate(net, bodies)
+    print(f"intake: {len(bodies)} signatures over {len(batches)} batches, {os.cpu_count()} cores")
+    print(f"  naive baseline (one py-ecc verify per signature): {naive:8.1f} signatures/s")
+    for backend in backends:
+        result = run_intake(env=env, bodies=bodies, backend=backend)
+        print(
+            f"  {backend:>8}: accepted+stored {result['accepted_per_s']:7.0f}/s; accepted+stored+verified "
+            f"{result['end_to_end_per_s']:7.0f}/s ({result['seconds']:.1f} s) = "
+            f"{result['end_to_end_per_s'] / naive:.0f}x naive"
+        )
