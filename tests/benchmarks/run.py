@@ -159,7 +159,11 @@ def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> N
         net = net_deploy(anvil, operators=operators, seed="bench-intake")
         make_logs(net, batches)
         net.ingester(confirmations=0).sync_once()
-        env = {**net.env(), "DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": "redis://127.0.0.1:6379/14"}
+        env = {
+            **net.env(),
+            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "REDIS_URL": "redis://127.0.0.1:6379/14",
+        }
         bench_intake(net=net, env=env, backends=backends)
     finally:
         anvil.stop()
