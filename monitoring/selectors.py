@@ -127,3 +127,29 @@ def ingest_status(*, incidents: int = 10) -> IngestStatus:
         cursors=list(IngestCursor.objects.order_by("chain_id", "address")),
         incidents=list(IngestIncident.objects.order_by("-created_at", "-id")[:incidents]),
     )
+
+
+def operator_signature_counts(*, operator_id: str) -> dict[str, int]:
+    """How many of this operator's signatures are in each status (invalid ones are recorded against it)."""
+    from django.db.models import Count
+
+    from monitoring.models import Signature, SignatureStatus
+
+    counts = {status: 0 for status in SignatureStatus.values}
+    for row in Signature.objects.filter(operator_id=operator_id).values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def operator_liveness_get(*, operator_id: str) -> dict[str, object]:
+    from monitoring.models import OperatorLiveness
+
+    liveness = OperatorLiveness.objects.filter(operator_id=operator_id).first()
+    if liveness is None:
+        return {"state": "unknown", "since": None, "last_seen_at": None, "node_version": ""}
+    return {
+        "state": liveness.state,
+        "since": liveness.since.isoformat(),
+        "last_seen_at": liveness.last_seen_at.isoformat() if liveness.last_seen_at else None,
+        "node_version": liveness.node_version,
+    }

@@ -100,3 +100,20 @@ def test_it_lets_the_chain_accept_the_aggregate_of_the_verified_signatures(clien
     )
     events = contracts.decode_events(net.w3, receipt)
     assert [e.name for e in events] == ["BatchVerified"]
+
+
+@pytest.mark.django_db
+def test_it_records_invalid_signatures_against_their_operator(client, anvil):
+    net = net_deploy(anvil, operators=3)
+    root = net.create_task(seed=24)
+    net.ingester().sync_once()
+    for i in range(3):
+        submit(client, signed_response(net, root=root, operator=i, wrong_key=i == 1))
+    signatures_verify_batch(batch_identifier=Signature.objects.order_by("id").first().batch_identifier)  # type: ignore[union-attr]
+    bad = net.state["operators"][1]["operator_id"]
+    detail = client.get(f"/api/v1/operators/{bad}/").json()
+    assert detail["signatures"]["invalid"] == 1
+    assert detail["signatures"]["verified"] == 0
+    assert detail["liveness"]["state"] == "up", "an accepted signature is a sign of life"
+    good = client.get(f"/api/v1/operators/{net.state['operators'][0]['operator_id']}/").json()
+    assert good["signatures"]["verified"] == 1

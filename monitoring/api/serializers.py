@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from monitoring.models import Batch, Operator, OperatorStake
-from monitoring.selectors import operator_stake_share
+from monitoring.selectors import operator_liveness_get, operator_signature_counts, operator_stake_share
 
 
 def wei_string(value: Decimal | int | None) -> str | None:
@@ -146,10 +146,18 @@ class OperatorDetailOutputSerializer(OperatorOutputSerializer):
     """An operator with ``stake_history`` (from the context: the selector's rows, newest first)."""
 
     stake_history = serializers.SerializerMethodField()
+    liveness = serializers.SerializerMethodField()
+    signatures = serializers.SerializerMethodField()
 
     class Meta(OperatorOutputSerializer.Meta):
-        fields = [*OperatorOutputSerializer.Meta.fields, "stake_history"]
+        fields = [*OperatorOutputSerializer.Meta.fields, "stake_history", "liveness", "signatures"]
         read_only_fields = fields
 
     def get_stake_history(self, operator: Operator) -> Any:
         return StakePointSerializer(self.context["stake_history"], many=True).data
+
+    def get_liveness(self, operator: Operator) -> Any:
+        return operator_liveness_get(operator_id=operator.operator_id)
+
+    def get_signatures(self, operator: Operator) -> Any:
+        return operator_signature_counts(operator_id=operator.operator_id)
