@@ -55,6 +55,7 @@ class Anvil:
     pid: int
     port: int
     process: subprocess.Popen[bytes] | None = None
+    args: list[str] | None = None  # the command line, so the devnet can start it again
 
     @property
     def url(self) -> str:
@@ -72,6 +73,20 @@ class Anvil:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
+
+
+def wait_for_rpc(url: str, *, pid: int, timeout: float = 15.0) -> None:
+    """Until the node at ``url`` answers JSON-RPC; AnvilError if process ``pid`` dies first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise AnvilError(f"anvil (pid {pid}) exited before answering on {url}")
+        try:
+            rpc(url, "eth_chainId", timeout=1.0)
+            return
+        except (requests.RequestException, AnvilError):
+            time.sleep(0.05)
+    raise AnvilError(f"anvil did not answer on {url} within {timeout:g} s")
 
 
 def start_anvil(
@@ -105,7 +120,7 @@ def start_anvil(
     process = subprocess.Popen(
         args, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
     )
-    anvil = Anvil(pid=process.pid, port=port, process=process)
+    anvil = Anvil(pid=process.pid, port=port, process=process, args=args)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -7,21 +7,27 @@ Every process the devnet starts runs in its own session and is recorded by PID i
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
 
 from devnet import contracts
-from devnet.anvil import free_port, pid_alive, start_anvil, stop_pid
+from devnet.anvil import free_port, start_anvil
+from devnet.components import (
+    component_names,
+    component_running,
+    component_spawn,
+    components_stop_all,
+    logs_dir,
+    manage_py_args,
+)
 from devnet.state import STATE_VERSION, DevnetStateError, load_state, save_state, state_path
 from monitoring.bls import KeyPair, keypair_from_seed
 
@@ -42,6 +48,14 @@ class DevnetConfig:
     batch_interval: float = 5.0
     invalid_rate: float = 0.0
     proofs_per_batch: int = 4
+    # Operators send straight to the aggregator with upstream's give-up policy (reproduces the losses).
+    direct: bool = False
+    control_plane_url: str = "http://127.0.0.1:8000"
+    task_window: float = 100.0
+    direct_retry_interval: float = 10.0
+    direct_tries: int = 10
+    # Start the operator and aggregator processes (tests of the chain alone switch them off).
+    actors: bool = True
 
     def validate(self) -> None:
         if not 1 <= self.operators <= 64:
@@ -71,50 +85,12 @@ def _account_json(account: LocalAccount) -> dict[str, str]:
     return {"address": account.address.lower(), "private_key": "0x" + bytes(account.key).hex()}
 
 
-def component_running(state: dict[str, Any], name: str) -> bool:
-    component = state.get("components", {}).get(name)
-    return bool(component and component.get("pid") and pid_alive(int(component["pid"])))
-
-
 def devnet_logs_dir(path: Path) -> Path:
-    logs = path.parent / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return logs
-
-
-def _spawn(
-    *,
-    name: str,
-    args: list[str],
-    state: dict[str, Any],
-    state_file: Path,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Start one devnet component as its own session and record its PID."""
-    log_path = devnet_logs_dir(state_file) / f"{name}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=settings.BASE_DIR,
-        )
-    state.setdefault("components", {})[name] = {
-        "pid": process.pid,
-        "log": str(log_path),
-        "started_at": time.time(),
-        **(extra or {}),
-    }
-
-
-def manage_py_args(*args: str) -> list[str]:
-    return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
+    return logs_dir(path)
 
 
 def devnet_up(*, config: DevnetConfig, path: Path | str | None = None) -> dict[str, Any]:
-    """Start anvil, deploy and register, start the batcher; write and return the devnet file."""
+    """Start the chain, deploy and register, then the aggregator, operators and batcher; write the devnet file."""
     config.validate()
     target = state_path(path)
     if target.exists():
@@ -122,41 +98,67 @@ def devnet_up(*, config: DevnetConfig, path: Path | str | None = None) -> dict[s
             previous = load_state(target)
         except DevnetStateError:
             previous = {}
-        if component_running(previous, "anvil"):
+        if component_running(previous, "chain"):
             raise DevnetStateError(
-                f"a devnet is already running (anvil pid {previous['components']['anvil']['pid']}); "
+                f"a devnet is already running (chain pid {previous['components']['chain']['pid']}); "
                 "run `python manage.py devnet down` first"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
-    logs = devnet_logs_dir(target)
+    logs = logs_dir(target)
+    chain_state = target.parent / "chain-state.json"
+    chain_state.unlink(missing_ok=True)
 
     # Mixed mining: transactions are mined at once (fast set-up, fast tasks) and blocks also keep coming.
+    # --state/--state-interval let `devnet stop chain` + `devnet start chain` resume the same chain.
     node = start_anvil(
         port=config.port,
         block_time=config.block_time or None,
-        extra_args=["--mixed-mining"] if config.block_time else [],
-        log_path=logs / "anvil.log",
+        extra_args=[
+            *(["--mixed-mining"] if config.block_time else []),
+            "--state",
+            str(chain_state),
+            "--state-interval",
+            "1",
+        ],
+        log_path=logs / "chain.log",
         detach=True,
     )
     state: dict[str, Any] = {"version": STATE_VERSION, "components": {}}
-    state["components"]["anvil"] = {
+    state["components"]["chain"] = {
         "pid": node.pid,
-        "port": node.port,
-        "log": str(logs / "anvil.log"),
+        "args": node.args,
+        "log": str(logs / "chain.log"),
         "started_at": time.time(),
+        "starts": 1,
     }
     try:
         network_deploy(state=state, config=config, rpc_url=node.url, ws_url=node.ws_url)
         save_state(state, target)
-        _spawn(
-            name="batcher",
-            args=manage_py_args("devnet", "run-batcher", "--state", str(target)),
+        if config.actors:
+            component_spawn(
+                state=state,
+                state_file=target,
+                name="aggregator",
+                args=manage_py_args("devnet", "run-aggregator", "--state", str(target)),
+            )
+            for operator in state["operators"]:
+                component_spawn(
+                    state=state,
+                    state_file=target,
+                    name=operator["name"],
+                    args=manage_py_args(
+                        "devnet", "run-operator", "--state", str(target), "--index", str(operator["index"])
+                    ),
+                )
+        component_spawn(
             state=state,
             state_file=target,
+            name="batcher",
+            args=manage_py_args("devnet", "run-batcher", "--state", str(target)),
         )
         save_state(state, target)
     except BaseException:
-        _stop_components(state)
+        components_stop_all(state)
         raise
     return state
 
@@ -167,6 +169,7 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
     aggregator = ecdsa_account(config.seed, "aggregator")
     batcher = ecdsa_account(config.seed, "batcher")
     operator_accounts = [ecdsa_account(config.seed, f"operator-{i}") for i in range(config.operators)]
+    aggregator_port = free_port()
     for account in [deployer, aggregator, batcher, *operator_accounts]:
         w3.provider.make_request("anvil_setBalance", [account.address, hex(FUNDING_WEI)])  # type: ignore[arg-type]
 
@@ -186,7 +189,9 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
         operators.append(
             {
                 "index": index,
-                "name": f"operator-{index}",
+                "name": f"operator-{index + 1}",
+                # Authenticates the control plane's catch-up requests to this operator's control endpoint.
+                "control_token": secrets.token_hex(16),
                 **_account_json(account),
                 "bls_secret": hex(keypair.secret),
                 "operator_id": "0x" + keypair.operator_id.hex(),
@@ -224,25 +229,20 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
             },
             "block_time": config.block_time,
             "operators": operators,
+            "aggregator": {
+                "port": aggregator_port,
+                "url": f"http://127.0.0.1:{aggregator_port}",
+                "address": aggregator.address.lower(),
+            },
+            "direct": config.direct,
+            "control_plane_url": config.control_plane_url,
+            "aggregator_task_window": config.task_window,
+            "direct_retry_interval": config.direct_retry_interval,
+            "direct_tries": config.direct_tries,
+            "operator_poll_interval": 0.5,
+            "aggregator_poll_interval": 0.5,
         }
     )
-
-
-# Stop in reverse dependency order: what talks to the chain goes before the chain.
-STOP_ORDER = ["batcher", "aggregator", "operators", "anvil"]
-
-
-def _stop_components(state: dict[str, Any]) -> list[str]:
-    components: dict[str, Any] = state.get("components", {})
-    names = sorted(components, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else 1)
-    stopped = []
-    for name in names:
-        pid = components[name].get("pid")
-        if pid and pid_alive(int(pid)):
-            stop_pid(int(pid))
-            stopped.append(name)
-        components[name]["pid"] = None
-    return stopped
 
 
 def devnet_down(*, path: Path | str | None = None) -> list[str]:
@@ -251,8 +251,9 @@ def devnet_down(*, path: Path | str | None = None) -> list[str]:
     if not target.exists():
         return []
     state = load_state(target)
-    stopped = _stop_components(state)
+    stopped = components_stop_all(state)
     target.unlink(missing_ok=True)
+    (target.parent / "chain-state.json").unlink(missing_ok=True)
     return stopped
 
 
@@ -262,7 +263,12 @@ def devnet_status(*, path: Path | str | None = None) -> dict[str, Any]:
         "rpc_url": state.get("rpc_url"),
         "service_manager": state.get("contracts", {}).get("service_manager"),
         "components": {
-            name: {"pid": info.get("pid"), "running": component_running(state, name)}
-            for name, info in state.get("components", {}).items()
+            name: {
+                "pid": state["components"][name].get("pid"),
+                "running": component_running(state, name),
+                "starts": state["components"][name].get("starts", 1),
+                "log": state["components"][name].get("log"),
+            }
+            for name in reversed(component_names(state))
         },
     }

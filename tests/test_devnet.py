@@ -60,7 +60,14 @@ def test_it_comes_up_creates_and_serves_batches_and_comes_down(tmp_path):
     state = json.loads((tmp_path / "devnet.json").read_text())
     pids = [c["pid"] for c in state["components"].values()]
     try:
-        assert set(state["components"]) == {"anvil", "batcher"}
+        assert set(state["components"]) == {
+            "chain",
+            "aggregator",
+            "operator-1",
+            "operator-2",
+            "operator-3",
+            "batcher",
+        }
         assert all(pid_alive(pid) for pid in pids)
         assert len(state["operators"]) == 3
         stakes = [int(op["stake"]) for op in state["operators"]]

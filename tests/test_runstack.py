@@ -121,7 +121,7 @@ class Stack:
         assert started["started_devnet"] is True
         assert set(started["children"]) == {"ingest", "verifier", "prober", "worker", "web"}
         self.pids = {**started["children"], **{n: c["pid"] for n, c in devnet["components"].items()}}
-        assert {"anvil", "batcher", "ingest", "web"} <= set(self.pids)
+        assert {"chain", "batcher", "aggregator", "operator-1", "ingest", "web"} <= set(self.pids)
         assert all(pid_alive(pid) for pid in self.pids.values()), self.pids
 
     def close(self) -> None:

@@ -137,7 +137,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
         if use_devnet:
-            self._devnet_start(operators=operators)
+            self._devnet_start(operators=operators, control_plane_url=f"http://{host}:{port}")
 
         # A devnet this run started is a new chain: the ledger of an earlier devnet describes nothing real.
         self._spawn(
@@ -168,7 +168,7 @@ class Command(BaseCommand):
                     return message
             if self.started_devnet and not warned_chain and not self._devnet_alive():
                 warned_chain = True
-                self._say("runstack: warning: the devnet's anvil is no longer running")
+                self._say("runstack: warning: the devnet's chain is no longer running")
             time.sleep(0.5)
 
     def _shutdown(self) -> None:
@@ -195,23 +195,26 @@ class Command(BaseCommand):
 
     # --- devnet and chain -----------------------------------------------------------------------
 
-    def _devnet_start(self, *, operators: int) -> None:
-        from devnet.network import DevnetConfig, component_running, devnet_up
+    def _devnet_start(self, *, operators: int, control_plane_url: str) -> None:
+        from devnet.components import component_running
+        from devnet.network import DevnetConfig, devnet_up
 
         try:
             state = load_state()
         except DevnetStateError:
             state = {}
-        if component_running(state, "anvil"):
+        if component_running(state, "chain"):
             self._say(
-                f"runstack: reusing the running devnet (anvil pid {state['components']['anvil']['pid']}, "
+                f"runstack: reusing the running devnet (chain pid {state['components']['chain']['pid']}, "
                 f"{state.get('rpc_url')}); it stays up when runstack stops"
             )
         else:
             self._say(f"runstack: starting the devnet ({operators} operators)")
             self.started_devnet = True
             try:
-                state = devnet_up(config=DevnetConfig(operators=operators))
+                state = devnet_up(
+                    config=DevnetConfig(operators=operators, control_plane_url=control_plane_url)
+                )
             except DevnetStateError as exc:
                 raise CommandError(f"devnet: {exc}") from exc
             self._say(
@@ -221,14 +224,14 @@ class Command(BaseCommand):
             )
         for name, component in state.get("components", {}).items():
             log = component.get("log")
-            if name != "anvil" and log:
+            if name != "chain" and log:
                 self._tail(name, Path(log))
 
     def _devnet_alive(self) -> bool:
-        from devnet.network import component_running
+        from devnet.components import component_running
 
         try:
-            return component_running(load_state(), "anvil")
+            return component_running(load_state(), "chain")
         except DevnetStateError:
             return False
 

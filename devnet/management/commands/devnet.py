@@ -1,4 +1,4 @@
-"""``python manage.py devnet up|down|status`` — the reference network on this machine."""
+"""``python manage.py devnet up|down|status|stop|start|kill|replace-aggregator|chaos|scenario``."""
 
 from __future__ import annotations
 
@@ -13,78 +13,197 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from devnet.state import DevnetStateError, load_state
 
 
+def _add_network_options(parser: CommandParser) -> None:
+    parser.add_argument("--operators", type=int, default=5, help="number of operators (default 5)")
+    parser.add_argument("--seed", default="devnet", help="seed for every key (default 'devnet')")
+    parser.add_argument("--block-time", type=float, default=1.0, help="seconds per block (0: one per tx)")
+    parser.add_argument("--batch-interval", type=float, default=5.0, help="seconds between batches")
+    parser.add_argument("--invalid-rate", type=float, default=0.0, help="share of batches with a bad proof")
+    parser.add_argument("--proofs-per-batch", type=int, default=4, help="proofs in each batch")
+    parser.add_argument(
+        "--direct", action="store_true", help="operators send to the aggregator directly (no control plane)"
+    )
+    parser.add_argument(
+        "--control-plane-url", default="http://127.0.0.1:8000", help="where operators send signatures"
+    )
+    parser.add_argument("--task-window", type=float, default=100.0, help="aggregator task expiry (s)")
+
+
 class Command(BaseCommand):
-    help = "Run the reference devnet: anvil chain, contracts, registered operators and a batcher."
+    help = "Run the reference devnet: chain, contracts, operators, aggregator and a batcher; inject faults."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
 
-        up = sub.add_parser("up", help="start anvil, deploy, register operators, start the batcher")
-        up.add_argument("--operators", type=int, default=5, help="number of operators (default 5)")
-        up.add_argument("--seed", default="devnet", help="seed for every key (default 'devnet')")
-        up.add_argument("--port", type=int, default=None, help="anvil port (default: a free one)")
-        up.add_argument("--block-time", type=float, default=1.0, help="seconds per block (0: one per tx)")
-        up.add_argument("--batch-interval", type=float, default=5.0, help="seconds between batches")
-        up.add_argument("--invalid-rate", type=float, default=0.0, help="share of batches with a bad proof")
-        up.add_argument("--proofs-per-batch", type=int, default=4, help="proofs in each batch")
+        up = sub.add_parser(
+            "up", help="start the chain, deploy, register, start aggregator, operators, batcher"
+        )
+        _add_network_options(up)
+        up.add_argument("--port", type=int, default=None, help="chain port (default: a free one)")
 
         sub.add_parser("down", help="stop everything the devnet started, by PID")
         sub.add_parser("status", help="print the devnet's components and whether they run")
+        for action, text in (
+            ("stop", "stop a component (SIGTERM)"),
+            ("start", "start a stopped component again"),
+            ("kill", "kill a component (SIGKILL)"),
+        ):
+            p = sub.add_parser(action, help=text)
+            p.add_argument("component", help="chain, aggregator, batcher or operator-1..N")
+        sub.add_parser("replace-aggregator", help="a new aggregator process: new boot id, same key and URL")
 
-        batcher = sub.add_parser("run-batcher", help="(internal) run the batcher in the foreground")
-        batcher.add_argument("--state", required=True, help="the devnet file")
+        chaos = sub.add_parser("chaos", help="apply a reproducible schedule of faults to the running devnet")
+        chaos.add_argument("--seed", type=int, required=True)
+        chaos.add_argument("--duration", type=float, required=True, help="seconds")
+
+        scenario = sub.add_parser(
+            "scenario", help="run a named fault scenario on a fresh devnet and count losses"
+        )
+        scenario.add_argument(
+            "name", choices=["no-fault", "operators-down", "aggregator-crash", "aggregator-replace"]
+        )
+        scenario.add_argument(
+            "--direct", action="store_true", help="operators send to the aggregator directly"
+        )
+        scenario.add_argument("--batches", type=int, default=6, help="batches to create (default 6)")
+        scenario.add_argument(
+            "--control-plane-url",
+            default="http://127.0.0.1:8000",
+            help="the control plane (without --direct)",
+        )
+
+        for internal in ("run-batcher", "run-aggregator", "run-operator"):
+            p = sub.add_parser(internal, help=f"(internal) run the {internal[4:]} in the foreground")
+            p.add_argument("--state", required=True, help="the devnet file")
+            if internal == "run-operator":
+                p.add_argument("--index", type=int, required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
+        handlers = {
+            "up": self._up,
+            "down": self._down,
+            "status": self._status,
+            "stop": self._stop,
+            "start": self._start,
+            "kill": self._kill,
+            "replace-aggregator": self._replace_aggregator,
+            "chaos": self._chaos,
+            "scenario": self._scenario,
+            "run-batcher": self._run_batcher,
+            "run-aggregator": self._run_aggregator,
+            "run-operator": self._run_operator,
+        }
         try:
-            if action == "up":
-                self._up(options)
-            elif action == "down":
-                self._down()
-            elif action == "status":
-                self._status()
-            elif action == "run-batcher":
-                self._run_batcher(Path(options["state"]))
+            handlers[action](options)
         except DevnetStateError as exc:
             raise CommandError(str(exc)) from exc
 
     def _up(self, options: dict[str, Any]) -> None:
-        from devnet.network import DevnetConfig, devnet_up
+        from devnet.network import devnet_up
 
-        config = DevnetConfig(
-            operators=options["operators"],
-            seed=options["seed"],
-            port=options["port"],
-            block_time=options["block_time"],
-            batch_interval=options["batch_interval"],
-            invalid_rate=options["invalid_rate"],
-            proofs_per_batch=options["proofs_per_batch"],
-        )
-        state = devnet_up(config=config)
+        state = devnet_up(config=_config(options, port=options["port"]))
         self.stdout.write(
             f"devnet up: chain {state['rpc_url']} (id {state['chain_id']}), "
             f"service manager {state['contracts']['service_manager']}, "
             f"registry {state['contracts']['registry']}, {len(state['operators'])} operators, "
-            f"batch data on {state['batcher']['data_url']}; file {settings.DEVNET_FILE}"
+            f"aggregator {state['aggregator']['url']}, batch data on {state['batcher']['data_url']}, "
+            f"operators send to {'the aggregator (direct)' if state['direct'] else state['control_plane_url']}; "
+            f"file {settings.DEVNET_FILE}"
         )
 
-    def _down(self) -> None:
+    def _down(self, options: dict[str, Any]) -> None:
         from devnet.network import devnet_down
 
         stopped = devnet_down()
-        if stopped:
-            self.stdout.write("devnet down: stopped " + ", ".join(stopped))
-        else:
-            self.stdout.write("devnet down: nothing was running")
+        self.stdout.write(
+            "devnet down: " + (f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+        )
 
-    def _status(self) -> None:
+    def _status(self, options: dict[str, Any]) -> None:
         from devnet.network import devnet_status
 
         self.stdout.write(json.dumps(devnet_status(), indent=2))
 
-    def _run_batcher(self, state_file: Path) -> None:
+    def _stop(self, options: dict[str, Any]) -> None:
+        from devnet.components import component_stop
+
+        was = component_stop(name=options["component"])
+        self.stdout.write(f"{options['component']}: " + ("stopped" if was else "was not running"))
+
+    def _kill(self, options: dict[str, Any]) -> None:
+        from devnet.components import component_stop
+
+        was = component_stop(name=options["component"], kill=True)
+        self.stdout.write(f"{options['component']}: " + ("killed" if was else "was not running"))
+
+    def _start(self, options: dict[str, Any]) -> None:
+        from devnet.components import component_start
+
+        pid = component_start(name=options["component"])
+        self.stdout.write(f"{options['component']}: started (pid {pid})")
+
+    def _replace_aggregator(self, options: dict[str, Any]) -> None:
+        from devnet.components import aggregator_replace
+
+        old, new = aggregator_replace()
+        self.stdout.write(f"aggregator: replaced (pid {old} -> {new}; a new boot id, the same key)")
+
+    def _chaos(self, options: dict[str, Any]) -> None:
+        from devnet.chaos import chaos_run
+
+        chaos_run(seed=options["seed"], duration=options["duration"], say=self.stdout.write)
+
+    def _scenario(self, options: dict[str, Any]) -> None:
+        from devnet.scenarios import scenario_run
+
+        summary = scenario_run(
+            name=options["name"],
+            direct=options["direct"],
+            batches=options["batches"],
+            control_plane_url=options["control_plane_url"],
+            say=self.stdout.write,
+        )
+        self.stdout.write(
+            f"batches: {summary.created} created, {summary.verified} verified, {summary.lost} lost"
+        )
+
+    def _foreground(self) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def _run_batcher(self, options: dict[str, Any]) -> None:
         from devnet.batcher import run_batcher
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        state = load_state(state_file)
-        run_batcher(state=state, batches_dir=state_file.parent / "batches")
+        self._foreground()
+        state_file = Path(options["state"])
+        run_batcher(state=load_state(state_file), batches_dir=state_file.parent / "batches")
+
+    def _run_aggregator(self, options: dict[str, Any]) -> None:
+        from devnet.aggregator import run_aggregator
+
+        self._foreground()
+        run_aggregator(state=load_state(Path(options["state"])))
+
+    def _run_operator(self, options: dict[str, Any]) -> None:
+        from devnet.operator import run_operator
+
+        self._foreground()
+        state = load_state(Path(options["state"]))
+        run_operator(state=state, index=options["index"], direct=bool(state.get("direct")))
+
+
+def _config(options: dict[str, Any], *, port: int | None = None) -> Any:
+    from devnet.network import DevnetConfig
+
+    return DevnetConfig(
+        operators=options["operators"],
+        seed=options["seed"],
+        port=port,
+        block_time=options["block_time"],
+        batch_interval=options["batch_interval"],
+        invalid_rate=options["invalid_rate"],
+        proofs_per_batch=options["proofs_per_batch"],
+        direct=options["direct"],
+        control_plane_url=options["control_plane_url"],
+        task_window=options["task_window"],
+    )

@@ -1,0 +1,47 @@
+"""The baseline scenarios reproduce the seed: with --direct, faults lose batches; no-fault loses none."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SUMMARY = re.compile(r"^batches: (\d+) created, (\d+) verified, (\d+) lost$", re.MULTILINE)
+
+
+def scenario(name: str, tmp_path: Path, *extra: str) -> tuple[int, int, int, str]:
+    env = {**os.environ, "SECRET_KEY": "test", "DEVNET_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "devnet", "scenario", name, *extra],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    match = SUMMARY.search(done.stdout)
+    assert match, done.stdout
+    created, verified, lost = (int(g) for g in match.groups())
+    return created, verified, lost, done.stdout
+
+
+@pytest.mark.slow
+def test_it_verifies_every_batch_without_faults(tmp_path):
+    created, verified, lost, output = scenario("no-fault", tmp_path, "--direct", "--batches", "4")
+    assert (created, verified, lost) == (4, 4, 0), output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["operators-down", "aggregator-crash", "aggregator-replace"])
+def test_it_reproduces_lost_batches_when_operators_send_directly(tmp_path, name):
+    created, verified, lost, output = scenario(name, tmp_path, "--direct", "--batches", "5")
+    assert created == 5
+    assert lost >= 1, output
+    assert verified + lost == created
+    assert output.count(": lost") == lost
