@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # API tokens for staff (the recovery endpoints); created and revoked in the admin.
+    "rest_framework.authtoken",
     "django_rq",
     "channels",
     "monitoring",
@@ -128,6 +130,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "UNAUTHENTICATED_USER": None,
+    # Browsers use their session (CSRF enforced); scripts send "Authorization: Token <key>".
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
 }
 
 # --- The network being controlled -------------------------------------------------------------
@@ -163,6 +170,21 @@ QUORUM_THRESHOLD_PERCENTAGE = env_int("QUORUM_THRESHOLD_PERCENTAGE", 67, minimum
 # "auto": the fastest installed pairing backend; or "py-ecc" (the reference), or a named faster one.
 BLS_PAIRING_BACKEND = env_str("BLS_PAIRING_BACKEND", "auto")
 VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)
+
+# Recovery: forwarding to the aggregator, replays, operator catch-up.
+# The aggregator's URL; unset, it is read from the devnet file.
+AGGREGATOR_URL = env_optional_str("AGGREGATOR_URL")
+AGGREGATOR_TIMEOUT = env_float("AGGREGATOR_TIMEOUT", 5.0, minimum=0.1)
+# JSON {"0xoperatorId": "token"} for operators' control endpoints (use OPERATOR_CONTROL_TOKENS_FILE for a file).
+OPERATOR_CONTROL_TOKENS = env_optional_str("OPERATOR_CONTROL_TOKENS")
+RECOVERY_INTERVAL = env_float("RECOVERY_INTERVAL", 2.0, minimum=0.1)
+RECOVERY_LEASE_SECONDS = env_float("RECOVERY_LEASE_SECONDS", 60.0, minimum=1.0)
+RECOVERY_BACKOFF_CAP = env_float("RECOVERY_BACKOFF_CAP", 30.0, minimum=1.0)
+# A pending batch whose verified signatures reach quorum is replayed after this many blocks without BatchVerified.
+RECOVERY_STUCK_BLOCKS = env_int("RECOVERY_STUCK_BLOCKS", 10, minimum=1)
+# An operator lacking a signature on a pending batch older than this is asked to catch up.
+RECOVERY_CATCHUP_GRACE = env_float("RECOVERY_CATCHUP_GRACE", 15.0, minimum=0.0)
+CATCHUP_CHUNK = env_int("CATCHUP_CHUNK", 50, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -7,15 +7,27 @@ after 15 s instead of 100 s) so a scenario takes about a minute; the failure mod
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import redis
 import requests
+from django.conf import settings
 
-from devnet.components import aggregator_replace, component_start, component_stop
+from devnet.anvil import stop_pid
+from devnet.components import aggregator_replace, component_start, component_stop, logs_dir, manage_py_args
 from devnet.network import DevnetConfig, devnet_down, devnet_up
+from devnet.state import state_path
 from monitoring.chain import ChainClient
 from monitoring.ingest.abi import TOPICS, batch_identifier, decode_log
 
@@ -128,6 +140,101 @@ def _wait_mid_quorum(state: dict[str, Any], timeout: float = 30.0) -> None:
     raise TimeoutError("the aggregator never held a partial aggregate")
 
 
+CONTROL_PLANE_ENV = {
+    "INGEST_CONFIRMATIONS": "0",
+    "INGEST_POLL_INTERVAL": "0.5",
+    "VERIFIER_POLL_INTERVAL": "0.5",
+    "RECOVERY_INTERVAL": "0.5",
+    "RECOVERY_BACKOFF_CAP": "3",
+    "RECOVERY_CATCHUP_GRACE": "3",
+    "LIVENESS_PROBE_INTERVAL": "1",
+    "LIVENESS_PROBE_TIMEOUT": "0.5",
+    "RECOVERY_LEASE_SECONDS": "5",
+}
+
+
+class ControlPlane:
+    """The control plane's processes, as `make run` starts them, with short intervals for a quick scenario."""
+
+    def __init__(self, *, url: str, logs: Path) -> None:
+        parsed = urlparse(url)
+        self.url = url
+        self.logs = logs
+        self.env = {**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path())}
+        self.env.setdefault("SECRET_KEY", "scenario-only")
+        self.commands = {
+            "cp-ingest": manage_py_args("ingest"),
+            "cp-verifier": manage_py_args("verifier"),
+            "cp-prober": manage_py_args("probe_operators"),
+            "cp-recovery": manage_py_args("recovery"),
+            "cp-worker": manage_py_args("rqworker", "default"),
+            "cp-web": [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                parsed.hostname or "127.0.0.1",
+                "-p",
+                str(parsed.port or 8000),
+                "controlplane.asgi:application",
+            ],
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        from django.core.management import call_command
+        from django.db import connections
+
+        quiet = io.StringIO()
+        call_command("migrate", interactive=False, verbosity=0, stdout=quiet)
+        # A scenario's devnet is a new chain: the ledger of an earlier one describes nothing real.
+        call_command("ingest", "--reset", "--once", verbosity=0, stdout=quiet)
+        connections.close_all()
+        for name in self.commands:
+            self.start_one(name)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _answers(self.url + "/api/v1/batches/"):
+            time.sleep(0.2)
+
+    def start_one(self, name: str) -> None:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                self.commands[name],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=settings.BASE_DIR,
+            )
+
+    def stop_one(self, name: str, *, kill: bool = False) -> None:
+        process = self.processes.pop(name)
+        stop_pid(process.pid, sig=signal.SIGKILL if kill else signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_one(name)
+
+
+def _wait_for_running_recovery(timeout: float = 15.0) -> bool:
+    """Until a worker holds a recovery task (so a kill lands mid-job); False if none was seen."""
+    from recovery.models import RecoveryStatus, RecoveryTask
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if RecoveryTask.objects.filter(status=RecoveryStatus.RUNNING).exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+CONTROL_PLANE_SCENARIOS = ("redis-flush", "worker-kill", "ingest-down")
+SCENARIOS = ("no-fault", "operators-down", "aggregator-crash", "aggregator-replace", *CONTROL_PLANE_SCENARIOS)
+
+
 def scenario_run(
     *, name: str, direct: bool, batches: int, control_plane_url: str, say: Callable[[str], object]
 ) -> ScenarioSummary:
@@ -144,8 +251,17 @@ def scenario_run(
     say(
         f"scenario {name}: {batches} batches, operators send to {'the aggregator' if direct else control_plane_url}"
     )
+    if direct and name in CONTROL_PLANE_SCENARIOS:
+        raise ValueError(
+            f"scenario {name} injects a fault into the control plane: it cannot run with --direct"
+        )
     state = devnet_up(config=config)
+    control_plane: ControlPlane | None = None
     try:
+        if not direct:
+            control_plane = ControlPlane(url=control_plane_url, logs=logs_dir(state_path()))
+            control_plane.start()
+            say(f"control plane up at {control_plane_url}")
         chain = _Chain(state)
         _wait_ready(state)
         ready = chain.head()
@@ -171,11 +287,30 @@ def scenario_run(
             else:
                 aggregator_replace()
                 say("fault: aggregator replaced mid-quorum (new boot id, same key)")
+        elif name == "redis-flush" and control_plane is not None:
+            _wait_for_batches(chain, 2, after=ready)
+            redis.Redis.from_url(settings.REDIS_URL).flushall()
+            say("fault: Redis FLUSHALL mid-flight (every queued job is gone)")
+        elif name == "worker-kill" and control_plane is not None:
+            _wait_for_batches(chain, 2, after=ready)
+            mid_job = _wait_for_running_recovery()
+            control_plane.stop_one("cp-worker", kill=True)
+            say("fault: RQ worker killed (SIGKILL)" + (" mid-job" if mid_job else ""))
+            time.sleep(2.0)
+            control_plane.start_one("cp-worker")
+            say("fault healed: RQ worker restarted")
+        elif name == "ingest-down" and control_plane is not None:
+            control_plane.stop_one("cp-ingest")
+            say("fault: ingester stopped")
+            _wait_for_batches(chain, min(4, batches), after=ready)
+            control_plane.start_one("cp-ingest")
+            say("fault healed: ingester restarted")
         # The batcher keeps running (it serves the batches' data); only the first ``batches`` count.
         created = _wait_for_batches(chain, batches, after=ready, timeout=batches * BATCH_INTERVAL * 4 + 60)
         wanted = {b.identifier for b in created[:batches]}
         # Long enough for every retry and the aggregator's window to run out: what is not verified now is lost.
-        grace = TASK_WINDOW + 10 * DIRECT_RETRY_INTERVAL + 5.0
+        # Through the control plane, recovery (catch-up, replay) gets as long again.
+        grace = TASK_WINDOW + 10 * DIRECT_RETRY_INTERVAL + 5.0 + (0.0 if direct else 60.0)
         say(f"all {batches} batches created; waiting {grace:g} s for verifications")
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
@@ -189,4 +324,6 @@ def scenario_run(
             say(f"batch {b.identifier[:18]}… created in block {b.created_block}: {verdict}")
         return summary
     finally:
+        if control_plane is not None:
+            control_plane.stop()
         devnet_down()

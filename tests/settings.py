@@ -6,5 +6,7 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/controlplane")
+# Tests flush Redis to prove it is disposable: keep them off the database a developer's `make run` uses.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 from controlplane.settings import *  # noqa: F403

@@ -119,7 +119,7 @@ class Stack:
         devnet = json.loads((self.dir / "devnet.json").read_text())
         assert started["pid"] == self.process.pid
         assert started["started_devnet"] is True
-        assert set(started["children"]) == {"ingest", "verifier", "prober", "worker", "web"}
+        assert set(started["children"]) == {"ingest", "verifier", "prober", "recovery", "worker", "web"}
         self.pids = {**started["children"], **{n: c["pid"] for n, c in devnet["components"].items()}}
         assert {"chain", "batcher", "aggregator", "operator-1", "ingest", "web"} <= set(self.pids)
         assert all(pid_alive(pid) for pid in self.pids.values()), self.pids

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from monitoring.api import views
 from monitoring.intake.views import signature_create
@@ -15,4 +15,5 @@ urlpatterns = [
     # Exactly as operators' software posts it (no trailing slash), and tolerant of one.
     path("signatures", signature_create, name="signature-create"),
     path("signatures/", signature_create),
+    path("recovery/", include("recovery.api.urls")),
 ]

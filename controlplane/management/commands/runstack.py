@@ -146,6 +146,7 @@ class Command(BaseCommand):
         )
         self._spawn("verifier", self._manage_py("verifier"))
         self._spawn("prober", self._manage_py("probe_operators"))
+        self._spawn("recovery", self._manage_py("recovery"))
         self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
         self._spawn(
             "web",

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from devnet.scenarios import SCENARIOS
 from devnet.state import DevnetStateError, load_state
 
 
@@ -59,9 +60,7 @@ class Command(BaseCommand):
         scenario = sub.add_parser(
             "scenario", help="run a named fault scenario on a fresh devnet and count losses"
         )
-        scenario.add_argument(
-            "name", choices=["no-fault", "operators-down", "aggregator-crash", "aggregator-replace"]
-        )
+        scenario.add_argument("name", choices=list(SCENARIOS))
         scenario.add_argument(
             "--direct", action="store_true", help="operators send to the aggregator directly"
         )
@@ -155,8 +154,12 @@ class Command(BaseCommand):
         chaos_run(seed=options["seed"], duration=options["duration"], say=self.stdout.write)
 
     def _scenario(self, options: dict[str, Any]) -> None:
-        from devnet.scenarios import scenario_run
+        from devnet.scenarios import CONTROL_PLANE_SCENARIOS, scenario_run
 
+        if options["direct"] and options["name"] in CONTROL_PLANE_SCENARIOS:
+            raise CommandError(
+                f"scenario {options['name']} injects a fault into the control plane: drop --direct"
+            )
         summary = scenario_run(
             name=options["name"],
             direct=options["direct"],

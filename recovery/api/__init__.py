@@ -1,0 +1,1 @@
+"""The recovery REST API: staff start replays and catch-ups and follow their runs."""

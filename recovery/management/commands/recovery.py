@@ -1,0 +1,79 @@
+"""``python manage.py recovery [--once] [--execute]`` — find recovery work, and make sure it gets done.
+
+Each pass: watch the aggregator's boot id (a new one replays every pending batch), request forwarding of
+verified signatures the current aggregator has not acknowledged, replay batches stuck with a quorum of verified
+signatures, ask lagging operators to catch up, and re-enqueue every task that is due or whose lease expired.
+One active replica (advisory lock); RQ workers run the tasks. ``--execute`` also runs due tasks in this
+process, for a deployment without workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+from django.utils import timezone
+
+from monitoring.locks import advisory_lock
+
+logger = logging.getLogger("recovery")
+
+
+def recovery_pass(*, execute: bool = False) -> dict[str, int]:
+    from recovery.jobs import run_recovery_task
+    from recovery.models import RecoveryStatus, RecoveryTask
+    from recovery.services.catchup import catchups_request
+    from recovery.services.tasks import recovery_reconcile
+    from recovery.services.watch import aggregator_watch, signatures_forward_request, stuck_batches_replay
+
+    counts = {
+        "new_aggregator_boot": int(aggregator_watch() is not None),
+        "forwards": signatures_forward_request(),
+        "stuck_replays": stuck_batches_replay(),
+        "catchups": catchups_request(),
+        "enqueued": len(recovery_reconcile()),
+        "executed": 0,
+    }
+    if execute:
+        due = RecoveryTask.objects.filter(
+            status=RecoveryStatus.PENDING, next_attempt_at__lte=timezone.now()
+        ).values_list("id", flat=True)[:200]
+        for task_id in list(due):
+            counts["executed"] += int(run_recovery_task(task_id) is not None)
+    return counts
+
+
+class Command(BaseCommand):
+    help = "Drive recovery: forwarding, aggregator replays, operator catch-up, and the task reconciler."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="one pass, then exit")
+        parser.add_argument("--execute", action="store_true", help="also run due tasks here (no RQ worker)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            counts = recovery_pass(execute=options["execute"])
+            self.stdout.write("recovery: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return
+        stopping = threading.Event()
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        with advisory_lock("recovery") as lock:
+            while not stopping.is_set():
+                counts = recovery_pass(execute=options["execute"])
+                if any(v for k, v in counts.items() if k != "enqueued"):
+                    logger.info("recovery pass: %s", counts)
+                if not lock.still_held():
+                    raise SystemExit("recovery: lost the advisory lock; exiting so a standby takes over")
+                close_old_connections()
+                stopping.wait(float(settings.RECOVERY_INTERVAL))

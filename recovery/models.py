@@ -1,0 +1,112 @@
+"""Recovery work as Postgres rows: Postgres is the truth, RQ jobs are only how rows get worked on sooner."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from monitoring.models.fields import HexField
+
+
+class RecoveryKind(models.TextChoices):
+    # Deliver one verified signature to the current aggregator; done on its acknowledgement.
+    FORWARD = "forward", "Forward a signature"
+    # Announce a pending batch's task to the current aggregator and (re)send its verified signatures.
+    REPLAY = "replay", "Replay a batch to the aggregator"
+    # Ask an operator, through its control endpoint, to process the batches it missed.
+    CATCHUP = "catchup", "Operator catch-up"
+
+
+class RecoveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    # Given up: only when the work can no longer matter (the batch is verified on chain or gone).
+    CANCELLED = "cancelled", "Cancelled"
+
+
+OPEN_STATUSES = (RecoveryStatus.PENDING, RecoveryStatus.RUNNING)
+
+
+class RecoveryTask(models.Model):
+    """One unit of recovery work. At most one open task per (kind, subject); claimed with a lease."""
+
+    kind = models.CharField(max_length=16, choices=RecoveryKind.choices)
+    # A signature id (forward), a batch identifier (replay) or an operatorId (catch-up).
+    subject = models.CharField(max_length=66)
+    status = models.CharField(max_length=16, choices=RecoveryStatus.choices, default=RecoveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
+    leased_by = models.CharField(max_length=128, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    requested_by = models.CharField(max_length=150, default="system")
+    reason = models.TextField(blank=True, default="")
+    result = models.JSONField(default=dict, blank=True)
+    run = models.ForeignKey("recovery.RecoveryRun", null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"],
+                condition=Q(status__in=["pending", "running"]),
+                name="recovery_one_open_task_per_subject",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["status", "lease_until"]),
+            models.Index(fields=["kind", "subject"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject[:12]} ({self.status})"
+
+
+class RecoveryRun(models.Model):
+    """An audited, staff-requested recovery: who asked, what was planned, what came of it."""
+
+    kind = models.CharField(max_length=16, choices=RecoveryKind.choices)
+    scope = models.CharField(max_length=66)  # a batch identifier, "all-pending", or an operatorId
+    requested_by = models.CharField(max_length=150)
+    dry_run = models.BooleanField(default=False)
+    plan = models.JSONField(default=dict)
+    outcome = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.scope[:12]} by {self.requested_by}"
+
+
+class AggregatorBoot(models.Model):
+    """Append-only: each aggregator boot id the control plane has seen, and when."""
+
+    boot_id = models.CharField(max_length=64, unique=True)
+    url = models.CharField(max_length=256)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"aggregator boot {self.boot_id[:8]}"
+
+
+class SignatureDelivery(models.Model):
+    """A verified signature acknowledged by one aggregator boot: delivered means acknowledged by the current one."""
+
+    signature = models.ForeignKey("monitoring.Signature", on_delete=models.CASCADE, related_name="deliveries")
+    boot_id = models.CharField(max_length=64)
+    batch_identifier = HexField(max_length=66)
+    answer = models.CharField(max_length=32)
+    delivered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["signature", "boot_id"], name="delivery_once_per_boot"),
+        ]
+        indexes = [models.Index(fields=["batch_identifier", "boot_id"])]
+
+    def __str__(self) -> str:
+        return f"signature {self.signature_id} to {self.boot_id[:8]}"

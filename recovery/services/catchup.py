@@ -1,0 +1,371 @@
+"""Operator catch-up: ask an operator that came back to (re)verify exactly the batches it still owes.
+
+The batches an operator owes are the pending ones it has no valid signature for (pending, verified or waiting
+for its batch all count as given; invalid and expired ones do not), on which it had stake at the batch's
+``taskCreatedBlock`` (else its signature could not count), that it was not already asked about
+``CATCHUP_MAX_ASKS`` times. Batches it signed are never sent again.
+
+Its *last known-good point* is the newest batch it signed before its oldest missing one: everything up to there
+it kept up with. It is deliberately not simply its newest signed batch: an operator that restarts signs the
+new batches at once, and taking its newest signature as the point would hide, forever, the very batches it
+missed while it was down. A batch it refused on purpose (a bad proof) looks the same as a missed one, so it is
+asked again too; it refuses again, and the ask bound stops that after a few tries.
+
+Asks are recorded in the task's result (``asked``: identifier → times asked by this task, ``asked_at``:
+identifier → when), so the bound holds across tasks and replicas: Postgres is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.utils import timezone
+
+from devnet.state import DevnetStateError, load_state
+from monitoring.models import Batch, BatchStatus, Operator, OperatorState, SignatureStatus
+from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryTask
+from recovery.services.tasks import Outcome, recovery_task_request
+
+logger = logging.getLogger("recovery")
+
+# An operator is asked about one batch at most this many times, over all its catch-up tasks.
+CATCHUP_MAX_ASKS = 3
+# The operator's control endpoint takes at most this many batches per request.
+CONTROL_MAX_BATCHES = 100
+# One run sends at most this many requests; the rest go in the task's next run.
+MAX_REQUESTS_PER_RUN = 20
+CONTROL_PATH = "/control/verify"
+
+# Signatures that count as the operator's own: verification has not rejected them.
+_SIGNED = (SignatureStatus.PENDING, SignatureStatus.VERIFIED)
+_GIVEN = (*_SIGNED, SignatureStatus.WAITING)
+# Operators worth asking: live, or never probed; a down one cannot answer.
+_ASKABLE_STATES = (OperatorState.UP, OperatorState.DEGRADED, OperatorState.UNKNOWN)
+
+
+def _params(**extra: Any) -> dict[str, Any]:
+    return {
+        "pending": BatchStatus.PENDING.value,
+        "signed": [str(s) for s in _SIGNED],
+        "given": [str(s) for s in _GIVEN],
+        "catchup": RecoveryKind.CATCHUP.value,
+        "max_asks": CATCHUP_MAX_ASKS,
+        **extra,
+    }
+
+
+def _owed(operator: str) -> str:
+    """SQL condition on ``monitoring_batch b``: the batch is one ``operator`` (an SQL expression) still owes."""
+    return f"""
+        b.status = %(pending)s
+        AND NOT EXISTS (
+            SELECT 1 FROM monitoring_signature s
+            WHERE s.batch_identifier = b.identifier AND s.operator_id = {operator} AND s.status = ANY(%(given)s)
+        )
+        AND COALESCE((
+            SELECT st.stake FROM monitoring_operatorstake st
+            WHERE st.operator_id = {operator} AND NOT st.removed AND st.quorum_number = 0
+                AND st.block_number <= b.task_created_block
+            ORDER BY st.block_number DESC, st.log_index DESC LIMIT 1
+        ), 0) > 0
+        AND COALESCE((
+            SELECT sum((t.result -> 'asked' ->> b.identifier)::int) FROM recovery_recoverytask t
+            WHERE t.kind = %(catchup)s AND t.subject = {operator}
+        ), 0) < %(max_asks)s
+    """
+
+
+# --------------------------------------------------------------------------------------------- tokens
+
+
+def _tokens_from_settings() -> dict[str, str]:
+    raw = settings.OPERATOR_CONTROL_TOKENS
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, str):
+        try:
+            value: Any = json.loads(raw)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f'OPERATOR_CONTROL_TOKENS must be a JSON object {{"0xoperatorId": "token"}}: not JSON ({exc.args[0]})'
+            ) from None
+    else:
+        value = raw
+    if not isinstance(value, Mapping) or not all(
+        isinstance(key, str) and isinstance(token, str) and token for key, token in value.items()
+    ):
+        raise ImproperlyConfigured(
+            'OPERATOR_CONTROL_TOKENS must be a JSON object {"0xoperatorId": "token"} of non-empty strings'
+        )
+    return {key.strip().lower(): token for key, token in value.items()}
+
+
+def operator_control_token(*, operator_id: str) -> str | None:
+    """The bearer token for the operator's control endpoint: OPERATOR_CONTROL_TOKENS, else the devnet file.
+
+    Raises ImproperlyConfigured when OPERATOR_CONTROL_TOKENS is set but malformed; None when neither knows it.
+    """
+    operator_id = operator_id.strip().lower()
+    token = _tokens_from_settings().get(operator_id)
+    if token:
+        return token
+    try:
+        state = load_state()
+    except DevnetStateError:
+        return None
+    for operator in state.get("operators") or []:
+        if isinstance(operator, dict) and str(operator.get("operator_id") or "").lower() == operator_id:
+            found = operator.get("control_token")
+            return str(found) if found else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------- selectors
+
+
+def operator_last_known_good_block(*, operator_id: str) -> int | None:
+    """The created block of the newest batch the operator signed before its oldest owed batch.
+
+    With nothing owed, its newest signed batch; None if it never signed (before its first miss).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT max(kb.created_block) FROM monitoring_batch kb
+            JOIN monitoring_signature ks ON ks.batch_identifier = kb.identifier
+            WHERE ks.operator_id = %(operator)s AND ks.status = ANY(%(signed)s)
+                AND kb.created_block < COALESCE(
+                    (SELECT min(b.created_block) FROM monitoring_batch b WHERE {_owed("%(operator)s")}),
+                    9223372036854775807
+                )
+            """,
+            _params(operator=operator_id.strip().lower()),
+        )
+        row = cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def operator_catchup_batches(*, operator_id: str) -> list[Batch]:
+    """The batches the operator still owes, oldest first.
+
+    Pending, created at or after its last known-good point (which lies below its oldest owed batch), without a
+    signature of its own that verification has not rejected, with stake at their taskCreatedBlock, and asked
+    about fewer than CATCHUP_MAX_ASKS times.
+    """
+    query = f"SELECT b.* FROM monitoring_batch b WHERE {_owed('%(operator)s')} ORDER BY b.created_block, b.id"
+    return list(Batch.objects.raw(query, _params(operator=operator_id.strip().lower())))
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+
+def catchups_request() -> int:
+    """Request a catch-up for every askable operator lagging behind; returns how many tasks were created.
+
+    Askable: registered, with a socket, up, degraded or never probed, and without an open catch-up task.
+    Lagging: it owes a pending batch first seen more than RECOVERY_CATCHUP_GRACE seconds ago (younger ones it
+    may still be processing by itself). One query finds them all.
+    """
+    cutoff = timezone.now() - timedelta(seconds=float(settings.RECOVERY_CATCHUP_GRACE))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT o.operator_id FROM monitoring_operator o
+            LEFT JOIN monitoring_operatorliveness l ON l.operator_id = o.operator_id
+            WHERE o.registered AND o.socket <> ''
+                AND (l.id IS NULL OR l.state = ANY(%(askable)s))
+                AND NOT EXISTS (
+                    SELECT 1 FROM recovery_recoverytask ot
+                    WHERE ot.kind = %(catchup)s AND ot.subject = o.operator_id AND ot.status = ANY(%(open)s)
+                )
+                AND EXISTS (
+                    SELECT 1 FROM monitoring_batch b WHERE b.first_seen_at < %(cutoff)s AND {_owed("o.operator_id")}
+                )
+            ORDER BY o.operator_id
+            """,
+            _params(
+                askable=[str(s) for s in _ASKABLE_STATES],
+                open=[str(s) for s in OPEN_STATUSES],
+                cutoff=cutoff,
+            ),
+        )
+        lagging = [str(row[0]) for row in cursor.fetchall()]
+    created = 0
+    for operator_id in lagging:
+        _, new = recovery_task_request(
+            kind=RecoveryKind.CATCHUP,
+            subject=operator_id,
+            reason=f"lacks its signature on pending batches older than {settings.RECOVERY_CATCHUP_GRACE:g}s",
+        )
+        created += int(new)
+    return created
+
+
+# ---------------------------------------------------------------------------------------------- execution
+
+
+class _ControlError(Exception):
+    pass
+
+
+def _control_url(socket: str) -> str:
+    base = socket.strip().rstrip("/")
+    if "://" not in base:
+        base = "http://" + base  # a bare host:port, as the liveness probe reads it
+    return base + CONTROL_PATH
+
+
+def _control_verify(*, url: str, token: str, batches: Sequence[Batch]) -> tuple[int, int]:
+    """One control request; (accepted, skipped). Raises _ControlError with a reason fit for last_error."""
+    body = {
+        "batches": [
+            {"batchMerkleRoot": b.merkle_root, "senderAddress": b.sender, "batchDataPointer": b.data_pointer}
+            for b in batches
+        ]
+    }
+    try:
+        response = requests.post(
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=float(settings.AGGREGATOR_TIMEOUT),
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        raise _ControlError(f"control endpoint {url} unreachable: {type(exc).__name__}") from None
+    if response.status_code in (401, 403):
+        raise _ControlError(
+            f"the operator refused the control token (HTTP {response.status_code} from {url})"
+        )
+    if response.status_code not in (200, 202):
+        text = response.text.strip().replace("\n", " ")[:200]
+        raise _ControlError(f"control request refused: HTTP {response.status_code} from {url}: {text}")
+    try:
+        answer = response.json()
+        return int(answer.get("accepted", 0)), int(answer.get("skipped", 0))
+    except (ValueError, AttributeError, TypeError):
+        return len(batches), 0  # acknowledged, if not in the expected words
+
+
+def _unanswered(*, operator_id: str, identifiers: Sequence[str]) -> list[str]:
+    """Of these batches, the pending ones the operator still has given no signature for."""
+    if not identifiers:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT b.identifier FROM monitoring_batch b
+            WHERE b.identifier = ANY(%(ids)s) AND b.status = %(pending)s AND NOT EXISTS (
+                SELECT 1 FROM monitoring_signature s
+                WHERE s.batch_identifier = b.identifier AND s.operator_id = %(operator)s
+                    AND s.status = ANY(%(given)s)
+            )
+            ORDER BY b.created_block, b.id
+            """,
+            _params(ids=list(identifiers), operator=operator_id),
+        )
+        return [str(row[0]) for row in cursor.fetchall()]
+
+
+def catchup_execute(task: RecoveryTask) -> Outcome:
+    """Ask the operator (task.subject) to verify what it owes, in chunks; done once nothing is owed any more.
+
+    Each batch is asked again only after RECOVERY_CATCHUP_GRACE seconds without its signature, and at most
+    CATCHUP_MAX_ASKS times in all; meanwhile the task retries with backoff, waiting for the signatures.
+    """
+    operator_id = task.subject.strip().lower()
+    asked: dict[str, int] = {str(k): int(v) for k, v in (task.result.get("asked") or {}).items()}
+    asked_at: dict[str, float] = {str(k): float(v) for k, v in (task.result.get("asked_at") or {}).items()}
+    owed = operator_catchup_batches(operator_id=operator_id)
+    now = timezone.now()
+    grace = float(settings.RECOVERY_CATCHUP_GRACE)
+    cutoff = now - timedelta(seconds=grace)
+
+    def state(**extra: object) -> dict[str, object]:
+        outstanding = [b.identifier for b in owed if b.identifier in asked]
+        return {"asked": asked, "asked_at": asked_at, "outstanding": outstanding, **extra}
+
+    due = [
+        b
+        for b in owed
+        if b.first_seen_at <= cutoff and now.timestamp() - asked_at.get(b.identifier, float("-inf")) >= grace
+    ]
+    waiting = [b for b in owed if b.identifier in asked]
+    if not due and not waiting:
+        gave_up = _unanswered(operator_id=operator_id, identifiers=list(asked))
+        detail = "nothing to catch up"
+        if asked:
+            detail += (
+                f": {len(asked) - len(gave_up)} of {len(asked)} asked batches signed or no longer pending"
+            )
+        if gave_up:
+            detail += f"; {len(gave_up)} still unsigned after {CATCHUP_MAX_ASKS} asks"
+        if owed:
+            detail += f"; {len(owed)} newer than the {grace:g}s grace left to the operator"
+        return Outcome.done(detail, **state(unanswered=gave_up))
+    if not due:
+        return Outcome.retry(
+            f"waiting for {len(waiting)} asked batches to be signed", **state(last_checked=now.isoformat())
+        )
+
+    operator = Operator.objects.filter(operator_id=operator_id).first()
+    if operator is None or not operator.registered or not operator.socket:
+        return Outcome.retry(
+            f"operator {operator_id} has no registered socket to send a catch-up to", **state()
+        )
+    try:
+        token = operator_control_token(operator_id=operator_id)
+    except ImproperlyConfigured as exc:
+        return Outcome.retry(str(exc), **state())
+    if not token:
+        return Outcome.retry(
+            f"no control token for operator {operator_id} (OPERATOR_CONTROL_TOKENS or the devnet file)",
+            **state(),
+        )
+
+    url = _control_url(operator.socket)
+    chunk = max(1, min(int(settings.CATCHUP_CHUNK), CONTROL_MAX_BATCHES))
+    sent = accepted = skipped = requests_made = 0
+    error = ""
+    for start in range(0, len(due), chunk):
+        if requests_made >= MAX_REQUESTS_PER_RUN:
+            break
+        part = due[start : start + chunk]
+        try:
+            took, passed = _control_verify(url=url, token=token, batches=part)
+        except _ControlError as exc:
+            error = str(exc)
+            break
+        requests_made += 1
+        stamp = timezone.now().timestamp()
+        for batch in part:
+            asked[batch.identifier] = asked.get(batch.identifier, 0) + 1
+            asked_at[batch.identifier] = stamp
+        sent += len(part)
+        accepted += took
+        skipped += passed
+    counts = {
+        "requests": int(task.result.get("requests") or 0) + requests_made,
+        "accepted": int(task.result.get("accepted") or 0) + accepted,
+        "skipped": int(task.result.get("skipped") or 0) + skipped,
+    }
+    if error:
+        detail = error if not sent else f"{error} (after asking for {sent} batches)"
+        return Outcome.retry(detail, **state(**counts))
+    logger.info(
+        "catch-up of %s: asked for %d batches in %d requests (%d accepted, %d skipped)",
+        operator_id[:18],
+        sent,
+        requests_made,
+        accepted,
+        skipped,
+    )
+    return Outcome.retry(f"asked for {sent} batches; waiting for their signatures", **state(**counts))

@@ -1,0 +1,88 @@
+"""What the recovery loop looks for each pass; each finding becomes an (idempotent) recovery task request."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db.models import Exists, Max, OuterRef
+
+from monitoring.models import Batch, BatchProgress, BatchStatus, IngestCursor, Signature, SignatureStatus
+from recovery.aggregator import AggregatorUnavailable, aggregator_health, aggregator_url
+from recovery.models import AggregatorBoot, RecoveryKind, SignatureDelivery
+from recovery.services.tasks import recovery_task_request
+
+logger = logging.getLogger("recovery")
+
+
+def aggregator_current_boot() -> str | None:
+    boot = AggregatorBoot.objects.order_by("-last_seen_at").first()
+    return boot.boot_id if boot else None
+
+
+def aggregator_watch() -> str | None:
+    """Observe the aggregator's boot id; on a new one (crash, restart, replacement), replay every pending batch.
+
+    Returns the new boot id when it changed, else None.
+    """
+    try:
+        answer = aggregator_health()
+    except AggregatorUnavailable:
+        return None
+    boot_id = answer.boot_id
+    if not boot_id:
+        return None
+    previous = aggregator_current_boot()
+    boot, created = AggregatorBoot.objects.get_or_create(boot_id=boot_id, defaults={"url": aggregator_url()})
+    if not created:
+        boot.save(update_fields=["last_seen_at"])
+        return None
+    pending = list(Batch.objects.filter(status=BatchStatus.PENDING).values_list("identifier", flat=True))
+    reason = f"aggregator boot changed {previous[:8] if previous else 'none'} -> {boot_id[:8]}"
+    for identifier in pending:
+        recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, reason=reason)
+    logger.warning("%s: replaying %d pending batches", reason, len(pending))
+    return boot_id
+
+
+def signatures_forward_request(*, limit: int = 2000) -> int:
+    """Verified signatures of pending batches not yet acknowledged by the current aggregator boot get forwarded."""
+    boot_id = aggregator_current_boot()
+    delivered = SignatureDelivery.objects.filter(signature=OuterRef("pk"), boot_id=boot_id or "")
+    candidates = (
+        Signature.objects.filter(
+            status=SignatureStatus.VERIFIED,
+            batch_identifier__in=Batch.objects.filter(status=BatchStatus.PENDING).values("identifier"),
+        )
+        .annotate(delivered=Exists(delivered))
+        .filter(delivered=False)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    # An open task for a signature already exists? The partial unique index makes the request a no-op.
+    requested = 0
+    for signature_id in candidates:
+        _, created = recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id))
+        requested += int(created)
+    return requested
+
+
+def stuck_batches_replay() -> int:
+    """Pending batches whose verified signatures reach quorum but that stay unverified on chain get replayed."""
+    head = IngestCursor.objects.aggregate(head=Max("block_number"))["head"]
+    if head is None:
+        return 0
+    stuck = BatchProgress.objects.filter(
+        batch__status=BatchStatus.PENDING,
+        quorum_reached_at__isnull=False,
+        batch__created_block__lt=head - int(settings.RECOVERY_STUCK_BLOCKS),
+    ).values_list("batch__identifier", flat=True)
+    requested = 0
+    for identifier in stuck:
+        _, created = recovery_task_request(
+            kind=RecoveryKind.REPLAY,
+            subject=identifier,
+            reason=f"quorum of verified signatures but still pending {settings.RECOVERY_STUCK_BLOCKS}+ blocks later",
+        )
+        requested += int(created)
+    return requested

@@ -1,0 +1,158 @@
+"""Forwarding with explicit ack and aggregator replay, against the real devnet aggregator on a real chain."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from devnet import contracts
+from devnet.aggregator import AggregatorNode
+from monitoring.intake.verify import signatures_verify_batch
+from monitoring.models import Batch, BatchStatus, Signature
+from recovery.management.commands.recovery import recovery_pass
+from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask, SignatureDelivery
+from recovery.services.tasks import recovery_task_request
+from tests.chain_fixtures import Net, net_deploy, signed_response
+
+
+@pytest.fixture
+def network(anvil, settings):
+    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40
+    node = AggregatorNode(state=net.state)
+    node.start()
+    settings.AGGREGATOR_URL = node.url
+    settings.AGGREGATOR_TIMEOUT = 2.0
+    yield net, node
+    node.stop()
+
+
+def sign_and_verify(client, net: Net, root: bytes, operators: list[int]) -> str:
+    for i in operators:
+        body = signed_response(net, root=root, operator=i)
+        response = client.post("/api/v1/signatures", data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 202
+    signatures_verify_batch(batch_identifier=body["batchIdentifierHash"])
+    return str(body["batchIdentifierHash"])
+
+
+def verified_events(net: Net, root: bytes) -> int:
+    logs = net.w3.eth.get_logs(
+        {
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "address": net.w3.to_checksum_address(net.service_manager),
+            "topics": [contracts.event_topic("BatchVerified"), "0x" + root.hex()],
+        }
+    )
+    return len(logs)
+
+
+def drive(net: Net, root: bytes, *, timeout: float = 20.0) -> None:
+    """Run recovery passes (tasks executed in-process) until the batch is verified on chain, and ingest it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        RecoveryTask.objects.filter(status=RecoveryStatus.PENDING).update(next_attempt_at=timezone.now())
+        recovery_pass(execute=True)
+        if verified_events(net, root):
+            net.ingester().sync_once()
+            return
+        time.sleep(0.2)
+    tasks = list(
+        RecoveryTask.objects.values_list("kind", "subject", "status", "attempts", "last_error", "result")
+    )
+    raise AssertionError(f"the batch was not verified on chain in time; tasks: {tasks}")
+
+
+def wait_for_task(node: AggregatorNode, root: bytes, timeout: float = 10.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = requests.get(node.url + "/health", timeout=2).json()["tasks"]
+        if any(t["batchMerkleRoot"] == "0x" + root.hex() for t in tasks):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the aggregator never picked up the task")
+
+
+@pytest.mark.django_db
+def test_it_forwards_verified_signatures_until_the_aggregator_responds_once(client, network):
+    net, node = network
+    root = net.create_task(seed=61)
+    wait_for_task(node, root)
+    net.ingester().sync_once()
+    identifier = sign_and_verify(client, net, root, [1, 2, 3])  # 90% of stake
+
+    drive(net, root)
+
+    assert verified_events(net, root) == 1
+    assert Batch.objects.get(identifier=identifier).status == BatchStatus.VERIFIED
+    deliveries = SignatureDelivery.objects.filter(batch_identifier=identifier)
+    assert deliveries.count() == 3
+    assert {d.boot_id for d in deliveries} == {node.boot_id}
+    # Once verified on chain, nothing about the batch is forwarded or replayed again.
+    recovery_pass(execute=True)
+    assert not RecoveryTask.objects.filter(status=RecoveryStatus.PENDING, kind=RecoveryKind.FORWARD).exists()
+
+
+@pytest.mark.django_db
+def test_it_retries_while_the_aggregator_is_down_and_replays_to_its_replacement(client, network, settings):
+    net, node = network
+    root = net.create_task(seed=62)
+    wait_for_task(node, root)
+    net.ingester().sync_once()
+    recovery_pass()  # the control plane sees boot A
+    sign_and_verify(client, net, root, [0, 1])  # 30%: no quorum yet
+    drive_until = time.monotonic() + 10
+    while SignatureDelivery.objects.count() < 2 and time.monotonic() < drive_until:
+        RecoveryTask.objects.filter(status=RecoveryStatus.PENDING).update(next_attempt_at=timezone.now())
+        recovery_pass(execute=True)
+    assert SignatureDelivery.objects.filter(boot_id=node.boot_id).count() == 2
+
+    node.stop()  # the aggregator crashes: its partial aggregate is gone
+    identifier = sign_and_verify(client, net, root, [3])  # now 70% verified
+    recovery_pass(execute=True)
+    forward = RecoveryTask.objects.get(kind=RecoveryKind.FORWARD, status=RecoveryStatus.PENDING)
+    assert "aggregator unavailable" in forward.last_error
+
+    replacement = AggregatorNode(state=net.state)  # same URL, new boot id, knows nothing
+    replacement.start()
+    try:
+        drive(net, root)
+    finally:
+        replacement.stop()
+    assert verified_events(net, root) == 1
+    assert AggregatorBoot.objects.count() == 2
+    assert (
+        SignatureDelivery.objects.filter(boot_id=replacement.boot_id, batch_identifier=identifier).count()
+        == 3
+    )
+    replays = list(RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY, subject=identifier).order_by("id"))
+    assert len(replays) == 2, "one replay per aggregator boot"
+    assert replacement.boot_id[:8] in replays[-1].reason
+
+
+@pytest.mark.django_db
+def test_it_never_replays_a_batch_already_verified_on_chain(client, network):
+    net, _node = network
+    root = net.create_task(seed=63)
+    net.ingester().sync_once()
+    identifier = sign_and_verify(client, net, root, [2, 3])
+    net.respond(root=root, signers=[2, 3])  # someone else answered on chain
+    net.ingester().sync_once()
+    assert Batch.objects.get(identifier=identifier).status == BatchStatus.VERIFIED
+
+    task, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, requested_by="test")
+    RecoveryTask.objects.filter(id=task.id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    recovery_pass(execute=True)
+
+    task.refresh_from_db()
+    assert task.status == RecoveryStatus.CANCELLED
+    assert "nothing to replay" in task.last_error
+    assert not SignatureDelivery.objects.exists()
+    assert verified_events(net, root) == 1
+    assert Signature.objects.filter(batch_identifier=identifier).count() == 2
