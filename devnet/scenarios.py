@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -231,6 +232,20 @@ def _wait_for_running_recovery(timeout: float = 15.0) -> bool:
     return False
 
 
+def _recovery_counts(*, since: datetime) -> str:
+    """How much recovery work the control plane did in this scenario, by kind."""
+    from django.db.models import Count
+
+    from recovery.models import RecoveryStatus, RecoveryTask
+
+    rows = RecoveryTask.objects.filter(created_at__gte=since).values("kind", "status").annotate(n=Count("id"))
+    done = {r["kind"]: r["n"] for r in rows if r["status"] == RecoveryStatus.DONE}
+    return (
+        f"{done.get('replay', 0)} replays, {done.get('catchup', 0)} catch-ups, "
+        f"{done.get('forward', 0)} forwards acknowledged"
+    )
+
+
 CONTROL_PLANE_SCENARIOS = ("redis-flush", "worker-kill", "ingest-down")
 SCENARIOS = ("no-fault", "operators-down", "aggregator-crash", "aggregator-replace", *CONTROL_PLANE_SCENARIOS)
 
@@ -255,6 +270,7 @@ def scenario_run(
         raise ValueError(
             f"scenario {name} injects a fault into the control plane: it cannot run with --direct"
         )
+    scenario_started = datetime.now(tz=UTC)
     state = devnet_up(config=config)
     control_plane: ControlPlane | None = None
     try:
@@ -266,6 +282,7 @@ def scenario_run(
         _wait_ready(state)
         ready = chain.head()
         _wait_for_batches(chain, 1, after=ready)
+        fault_ended: float | None = None
         if name == "operators-down":
             # 40 + 50 of 150 stake: more than a third is down for the next batches.
             for operator in ("operator-4", "operator-5"):
@@ -275,6 +292,7 @@ def scenario_run(
             for operator in ("operator-4", "operator-5"):
                 component_start(name=operator)
             say("fault healed: operator-4 and operator-5 back up")
+            fault_ended = time.monotonic()
         elif name in ("aggregator-crash", "aggregator-replace"):
             _wait_for_batches(chain, 2, after=ready)
             _wait_mid_quorum(state)
@@ -284,13 +302,16 @@ def scenario_run(
                 time.sleep(2.0)
                 component_start(name="aggregator")
                 say("fault healed: aggregator restarted (new boot id)")
+                fault_ended = time.monotonic()
             else:
                 aggregator_replace()
                 say("fault: aggregator replaced mid-quorum (new boot id, same key)")
+                fault_ended = time.monotonic()
         elif name == "redis-flush" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)
             redis.Redis.from_url(settings.REDIS_URL).flushall()
             say("fault: Redis FLUSHALL mid-flight (every queued job is gone)")
+            fault_ended = time.monotonic()
         elif name == "worker-kill" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)
             mid_job = _wait_for_running_recovery()
@@ -299,29 +320,40 @@ def scenario_run(
             time.sleep(2.0)
             control_plane.start_one("cp-worker")
             say("fault healed: RQ worker restarted")
+            fault_ended = time.monotonic()
         elif name == "ingest-down" and control_plane is not None:
             control_plane.stop_one("cp-ingest")
             say("fault: ingester stopped")
             _wait_for_batches(chain, min(4, batches), after=ready)
             control_plane.start_one("cp-ingest")
             say("fault healed: ingester restarted")
+            fault_ended = time.monotonic()
         # The batcher keeps running (it serves the batches' data); only the first ``batches`` count.
         created = _wait_for_batches(chain, batches, after=ready, timeout=batches * BATCH_INTERVAL * 4 + 60)
+        created_at = time.monotonic()
         wanted = {b.identifier for b in created[:batches]}
         # Long enough for every retry and the aggregator's window to run out: what is not verified now is lost.
         # Through the control plane, recovery (catch-up, replay) gets as long again.
         grace = TASK_WINDOW + 10 * DIRECT_RETRY_INTERVAL + 5.0 + (0.0 if direct else 60.0)
         say(f"all {batches} batches created; waiting {grace:g} s for verifications")
         deadline = time.monotonic() + grace
+        all_verified_at: float | None = None
         while time.monotonic() < deadline:
             outcomes = [b for b in chain.outcomes() if b.identifier in wanted]
             if all(not b.lost for b in outcomes):
+                all_verified_at = time.monotonic()
                 break
-            time.sleep(0.5)
+            time.sleep(0.25)
         summary = ScenarioSummary(batches=[b for b in chain.outcomes() if b.identifier in wanted])
         for b in summary.batches:
             verdict = f"verified in block {b.verified_block}" if not b.lost else "lost"
             say(f"batch {b.identifier[:18]}… created in block {b.created_block}: {verdict}")
+        if all_verified_at is not None:
+            since = fault_ended if fault_ended is not None else created_at
+            label = "the fault ended" if fault_ended is not None else f"batch {batches} was created"
+            say(f"time: last batch verified {all_verified_at - since:.1f} s after {label}")
+        if control_plane is not None:
+            say("recovery: " + _recovery_counts(since=scenario_started))
         return summary
     finally:
         if control_plane is not None:

@@ -59,6 +59,16 @@ def test_it_verifies_all_valid_signatures_with_one_pairing_check(client, anvil):
         ).batch_identifier
     )
     assert (outcome.verified, outcome.invalid, outcome.pairing_checks) == (5, 0, 1)
+    # Forwarding is requested in the transaction that verified them: one task per verified signature.
+    from recovery.models import RecoveryKind, RecoveryTask
+
+    verified_ids = {
+        str(i) for i in Signature.objects.filter(status=SignatureStatus.VERIFIED).values_list("id", flat=True)
+    }
+    assert (
+        set(RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).values_list("subject", flat=True))
+        == verified_ids
+    )
     again = signatures_verify_batch(
         batch_identifier=Signature.objects.get(
             id=min(Signature.objects.values_list("id", flat=True))

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring.bls import G1Point, G2Point, InvalidPoint, PairingBackend, SignedItem, verify_same_message
-from monitoring.models import Operator, Signature, SignatureStatus
+from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
 from monitoring.progress.services import batch_progress_refresh
 
 logger = logging.getLogger("monitoring.intake")
@@ -84,6 +84,7 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
             Signature.objects.filter(id__in=valid_ids).update(
                 status=SignatureStatus.VERIFIED, verified_at=now
             )
+            _forwarding_request(batch_identifier=batch_identifier, signature_ids=valid_ids)
         for signature_id, reason in invalid_reasons.items():
             Signature.objects.filter(id=signature_id).update(
                 status=SignatureStatus.INVALID, status_reason=reason, verified_at=now
@@ -102,6 +103,17 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
         invalid=len(invalid_reasons),
         pairing_checks=result.pairing_checks,
     )
+
+
+def _forwarding_request(*, batch_identifier: str, signature_ids: list[int]) -> None:
+    """Forward tasks for newly verified signatures, in the transaction that verified them (not a later scan)."""
+    from recovery.models import RecoveryKind
+    from recovery.services.tasks import recovery_task_request
+
+    if not Batch.objects.filter(identifier=batch_identifier, status=BatchStatus.PENDING).exists():
+        return  # already verified on chain: nothing to deliver
+    for signature_id in signature_ids:
+        recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id), reason="verified")
 
 
 def batches_with_pending_signatures(*, limit: int = 500) -> list[str]:
