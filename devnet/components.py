@@ -109,13 +109,16 @@ def component_start(*, name: str, path: Path | str | None = None) -> int:
     return pid
 
 
-def aggregator_replace(*, path: Path | str | None = None) -> tuple[int | None, int]:
-    """A new aggregator process (new boot id, same key, same URL); the old one is stopped first."""
+def aggregator_replace(*, path: Path | str | None = None, kill_old: bool = False) -> tuple[int | None, int]:
+    """A new aggregator process (new boot id, same key, same URL); the old one is stopped (or killed) first."""
     target = state_path(path)
     state = load_state(target)
     old = _require(state, "aggregator").get("pid")
     if old and pid_alive(int(old)):
-        stop_pid(int(old))
+        if kill_old:
+            stop_pid(int(old), sig=signal.SIGKILL, timeout=2.0)
+        else:
+            stop_pid(int(old))
     pid = component_spawn(
         state=state,
         state_file=target,

@@ -124,12 +124,17 @@ def _wait_ready(state: dict[str, Any], timeout: float = 60.0) -> None:
 
 
 def _aggregator_holds_partial(state: dict[str, Any]) -> bool:
-    """The aggregator holds a task with some signatures but no response yet: mid-quorum."""
+    """The aggregator holds a task with some signatures but below quorum: mid-quorum."""
     try:
         health = requests.get(state["aggregator"]["url"] + "/health", timeout=1).json()
     except (requests.RequestException, ValueError):
         return False
-    return any(task["signers"] and not task["responded"] for task in health.get("tasks", []))
+    return any(
+        task["signers"]
+        and not task["responded"]
+        and int(task["signedStake"]) * 100 < int(task["totalStake"]) * 67
+        for task in health.get("tasks", [])
+    )
 
 
 def _wait_mid_quorum(state: dict[str, Any], timeout: float = 30.0) -> None:
@@ -304,7 +309,8 @@ def scenario_run(
                 say("fault healed: aggregator restarted (new boot id)")
                 fault_ended = time.monotonic()
             else:
-                aggregator_replace()
+                # The old process is gone at once (as when a host is replaced): its partial aggregates with it.
+                aggregator_replace(kill_old=True)
                 say("fault: aggregator replaced mid-quorum (new boot id, same key)")
                 fault_ended = time.monotonic()
         elif name == "redis-flush" and control_plane is not None:
