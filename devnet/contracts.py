@@ -25,6 +25,8 @@ from web3.exceptions import ContractLogicError
 from web3.types import TxParams, TxReceipt, Wei
 
 from monitoring.bls import G1Point, G2Point, KeyPair
+from monitoring.ingest.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
+from monitoring.ingest.abi import TOPICS
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
 CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "LoadBatcher")
@@ -33,18 +35,9 @@ PUBKEY_REGISTRATION_TAG = b"AVSControlPlane.PubkeyRegistration"
 QUORUM_NUMBER = 0
 QUORUM_THRESHOLD_PERCENTAGE = 67
 
-#: Canonical event signatures (topic0 = keccak256 of these). NewBatchV2 is declared by the service manager
-#: but never emitted; the control plane still ingests it from older deployments.
-EVENT_SIGNATURES: dict[str, str] = {
-    "NewBatchV2": "NewBatchV2(bytes32,address,uint32,string)",
-    "NewBatchV3": "NewBatchV3(bytes32,address,uint32,string,uint256)",
-    "BatchVerified": "BatchVerified(bytes32,address)",
-    "NewPubkeyRegistration": "NewPubkeyRegistration(address,(uint256,uint256),(uint256[2],uint256[2]))",
-    "OperatorRegistered": "OperatorRegistered(address,bytes32)",
-    "OperatorDeregistered": "OperatorDeregistered(address,bytes32)",
-    "OperatorStakeUpdate": "OperatorStakeUpdate(bytes32,uint8,uint96)",
-    "OperatorSocketUpdate": "OperatorSocketUpdate(bytes32,string)",
-}
+#: Canonical event signatures (topic0 = keccak256 of these): the control plane's own table, so the devnet's
+#: contracts and the ingester can never disagree. NewBatchV2 is declared but never emitted here.
+EVENT_SIGNATURES = ABI_EVENT_SIGNATURES
 
 # Reverts without a custom error: Error(string) and Panic(uint256).
 _BUILTIN_ERRORS: dict[bytes, tuple[str, list[str]]] = {
@@ -163,7 +156,7 @@ def decode_revert(data: bytes | str | None) -> tuple[str | None, tuple[Any, ...]
 
 def event_topic(name: str) -> str:
     """topic0 of an event, as lowercase 0x hex."""
-    return "0x" + keccak(text=EVENT_SIGNATURES[name]).hex()
+    return TOPICS[name]
 
 
 # ---------------------------------------------------------------------------------------------- contracts

@@ -44,6 +44,7 @@ from devnet.state import DevnetStateError
 from monitoring.bls import KeyPair, keypair_from_secret
 from monitoring.chain import ChainClient, RangeTooLarge
 from monitoring.ingest.abi import TOPICS, DecodeError, decode_new_batch_v3
+from monitoring.intake.parse import IntakeError
 
 logger = logging.getLogger("devnet.operator")
 
@@ -157,18 +158,8 @@ class _ServiceHealth:
     reason: str = ""
 
 
-class ControlRequestError(ValueError):
-    def __init__(self, message: str, *, field: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
-
-    def as_json(self) -> dict[str, str]:
-        body = {"error": self.message}
-        if self.field:
-            body["field"] = self.field
-        return body
+class ControlRequestError(IntakeError):
+    """A refused control request: the same ``{"error", "field"}`` answer as the intake's."""
 
 
 class _DownloadError(Exception):

@@ -89,23 +89,28 @@ def operator_stake_at_block(*, operator_id: str, block_number: int) -> Decimal:
     return Decimal(stake) if stake is not None else Decimal(0)
 
 
-_TOTAL_STAKE_AT_BLOCK = """
-SELECT COALESCE(SUM(latest.stake), 0) FROM (
-    SELECT DISTINCT ON (operator_id) stake
-    FROM {table}
-    WHERE removed = false AND quorum_number = %s AND block_number <= %s
-    ORDER BY operator_id, block_number DESC, log_index DESC
-) AS latest
+_STAKES_AT_BLOCK = """
+SELECT DISTINCT ON (operator_id) operator_id, stake
+FROM {table}
+WHERE removed = false AND quorum_number = %s AND block_number <= %s
+ORDER BY operator_id, block_number DESC, log_index DESC
 """
 
 
-def total_stake_at_block(*, block_number: int) -> Decimal:
-    """The quorum's total stake at ``block_number``: each operator's stake then, summed in one query."""
-    sql = _TOTAL_STAKE_AT_BLOCK.format(table=connection.ops.quote_name(OperatorStake._meta.db_table))
+def operator_stakes_at_block(*, block_number: int) -> dict[str, Decimal]:
+    """Every operator's stake at ``block_number`` (its last live update at or before it), zero stakes left out.
+
+    One query: each operator's latest row by DISTINCT ON.
+    """
+    sql = _STAKES_AT_BLOCK.format(table=connection.ops.quote_name(OperatorStake._meta.db_table))
     with connection.cursor() as cursor:
         cursor.execute(sql, [QUORUM, block_number])
-        row = cursor.fetchone()
-    return Decimal(row[0]) if row else Decimal(0)
+        return {operator_id: Decimal(stake) for operator_id, stake in cursor.fetchall() if stake > 0}
+
+
+def total_stake_at_block(*, block_number: int) -> Decimal:
+    """The quorum's total stake at ``block_number``: each operator's stake then, summed (one query)."""
+    return sum(operator_stakes_at_block(block_number=block_number).values(), Decimal(0))
 
 
 # --- Ingest ------------------------------------------------------------------------------------

@@ -33,6 +33,19 @@ def _short(identifier: str) -> str:
     return f"{identifier[:10]}…{identifier[-6:]}" if len(identifier) > 20 else identifier
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by services (tasks, ledger), never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class RecoveryTaskInline(admin.TabularInline):
     model = RecoveryTask
     fk_name = "run"
@@ -137,7 +150,7 @@ class RecoveryRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(RecoveryTask)
-class RecoveryTaskAdmin(admin.ModelAdmin):
+class RecoveryTaskAdmin(ReadOnlyAdmin):
     list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "requested_by", "run")
     list_filter = ("kind", "status")
     search_fields = ("subject", "requested_by", "reason")
@@ -160,15 +173,6 @@ class RecoveryTaskAdmin(admin.ModelAdmin):
         "updated_at",
         "finished_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _staff_only(admin_: admin.ModelAdmin, request: HttpRequest) -> bool:
@@ -198,7 +202,7 @@ def _run_ids(runs: list[RecoveryRun]) -> str:
     return ", ".join(f"#{run.pk}" for run in runs)
 
 
-class BatchRecoveryAdmin(admin.ModelAdmin):
+class BatchRecoveryAdmin(ReadOnlyAdmin):
     """Batches as the ledger has them (read-only), with replay actions."""
 
     list_display = ("identifier", "status", "created_block", "task_created_block", "verified_block")
@@ -206,15 +210,6 @@ class BatchRecoveryAdmin(admin.ModelAdmin):
     search_fields = ("identifier", "merkle_root", "sender")
     ordering = ("-created_block", "-id")
     actions = ("replay_dry_run", "replay")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _replay(self, request: HttpRequest, queryset: QuerySet[Batch], *, dry_run: bool) -> None:
         if not _staff_only(self, request):
@@ -248,7 +243,7 @@ class BatchRecoveryAdmin(admin.ModelAdmin):
         return None
 
 
-class OperatorRecoveryAdmin(admin.ModelAdmin):
+class OperatorRecoveryAdmin(ReadOnlyAdmin):
     """Operators as the ledger has them (read-only), with catch-up actions."""
 
     list_display = ("operator_id", "address", "registered", "current_stake", "socket")
@@ -256,15 +251,6 @@ class OperatorRecoveryAdmin(admin.ModelAdmin):
     search_fields = ("operator_id", "address", "socket")
     ordering = ("operator_id",)
     actions = ("catchup_dry_run", "catchup")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _catchup(self, request: HttpRequest, queryset: QuerySet[Operator], *, dry_run: bool) -> None:
         if not _staff_only(self, request):

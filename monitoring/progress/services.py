@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from monitoring.models import (
@@ -19,20 +19,7 @@ from monitoring.models import (
     Signature,
     SignatureStatus,
 )
-
-
-def operator_stakes_at_block(*, block_number: int) -> dict[str, Decimal]:
-    """Every operator's quorum-0 stake at ``block_number`` (the last non-removed update at or before it)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT DISTINCT ON (operator_id) operator_id, stake FROM monitoring_operatorstake
-            WHERE NOT removed AND quorum_number = 0 AND block_number <= %s
-            ORDER BY operator_id, block_number DESC, log_index DESC
-            """,
-            [block_number],
-        )
-        return {operator_id: Decimal(stake) for operator_id, stake in cursor.fetchall() if stake > 0}
+from monitoring.selectors import operator_stakes_at_block
 
 
 def operators_down_ids() -> set[str]:
