@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from monitoring.models.alerts import (
+    Alert,
+    AlertKind,
+    AlertSeverity,
+    AlertState,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from monitoring.models.batches import Batch, BatchStatus
 from monitoring.models.chain import Block, ChainEvent, IngestCursor, IngestIncident, IngestIncidentKind
 from monitoring.models.liveness import OperatorLiveness, OperatorState, OperatorStateChange
@@ -10,6 +21,15 @@ from monitoring.models.progress import BatchProgress, BatchProgressChange, Batch
 from monitoring.models.signatures import Signature, SignatureStatus
 
 __all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertState",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "Batch",
     "BatchProgress",
     "BatchProgressChange",
