@@ -116,6 +116,13 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+# --- Dashboard -----------------------------------------------------------------------------------
+# Read-only pages (and their sockets) need a logged-in user unless the dashboard is made public.
+PUBLIC_DASHBOARD = env_bool("PUBLIC_DASHBOARD", False)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
