@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -39,8 +41,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    # API tokens for staff (the recovery endpoints); created and revoked in the admin.
-    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "channels",
     "monitoring",
@@ -51,6 +54,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the dashboard's static files from the web process itself (daphne, DEBUG off included).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -103,6 +108,15 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL]},
     },
 }
+# Shared by every replica (the API's write throttle counts here); short timeouts, since Redis is disposable.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cp",
+        "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -119,12 +133,23 @@ USE_TZ = True
 # --- Dashboard -----------------------------------------------------------------------------------
 # Read-only pages (and their sockets) need a logged-in user unless the dashboard is made public.
 PUBLIC_DASHBOARD = env_bool("PUBLIC_DASHBOARD", False)
+# Each live socket rejoins its group and checks its sequence this often (catches a message lost at the end).
+LIVE_HEARTBEAT_SECONDS = env_float("LIVE_HEARTBEAT_SECONDS", 30.0, minimum=0.5)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Compressed copies at collectstatic (the image runs it); no manifest, so pages render without a collectstatic
+# (tests, `make run`), and the finders let whitenoise serve app static files straight from the source tree.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+# Without a collectstatic (tests, `make run`) STATIC_ROOT does not exist; the finders serve everything then.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
@@ -132,16 +157,55 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# Writes through the API (recovery runs, acknowledgements) per user, counted in the shared cache: N/s|m|h|d.
+API_WRITE_RATE = env_str("API_WRITE_RATE", "60/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", API_WRITE_RATE):
+    raise ImproperlyConfiguredEnv(f"API_WRITE_RATE={API_WRITE_RATE!r} must look like 60/min (s, m, h or d)")
+
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "UNAUTHENTICATED_USER": None,
-    # Browsers use their session (CSRF enforced); scripts send "Authorization: Token <key>".
+    # Scripts send "Authorization: Token <key>" (staff create them in the admin); browsers use their session
+    # (CSRF enforced). The token class comes first so a request without credentials gets 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "controlplane.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
+    # Reads: any user (anyone with PUBLIC_DASHBOARD); writes: staff, and write-scoped tokens.
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.auth.ApiAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["controlplane.auth.WriteRateThrottle"],
+    "EXCEPTION_HANDLER": "monitoring.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "monitoring.api.schema.ApiAutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AVS control plane API",
+    "DESCRIPTION": "Batches, operators, alerts and recovery runs of the verification network. Errors are "
+    '`{"error": "...", "field": "..."}`. Operators post signed responses to `POST /api/v1/signatures` '
+    "(open to the network, not part of this schema).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["monitoring.api.schema.drop_trailing_slash_aliases"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "monitoring.api.schema.close_input_objects",
+        "monitoring.api.schema.allow_empty_filters",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "AlertKindEnum": "monitoring.models.alerts.AlertKind",
+        "AlertStateEnum": "monitoring.models.alerts.AlertState",
+        "AlertSeverityEnum": "monitoring.models.alerts.AlertSeverity",
+        "BatchStatusEnum": "monitoring.models.batches.BatchStatus",
+        "RecoveryKindEnum": "recovery.models.RecoveryKind",
+        "RecoveryStatusEnum": "recovery.models.RecoveryStatus",
+        "OperatorStateEnum": "monitoring.models.liveness.OperatorState",
+    },
 }
 
 # --- The network being controlled -------------------------------------------------------------
@@ -192,6 +256,39 @@ RECOVERY_STUCK_BLOCKS = env_int("RECOVERY_STUCK_BLOCKS", 10, minimum=1)
 # An operator lacking a signature on a pending batch older than this is asked to catch up.
 RECOVERY_CATCHUP_GRACE = env_float("RECOVERY_CATCHUP_GRACE", 15.0, minimum=0.0)
 CATCHUP_CHUNK = env_int("CATCHUP_CHUNK", 50, minimum=1)
+
+# --- Alerts ------------------------------------------------------------------------------------
+# Rules are evaluated every ALERTS_INTERVAL seconds by `manage.py alerts` (one active replica).
+ALERTS_INTERVAL = env_float("ALERTS_INTERVAL", 10.0, minimum=0.1)
+# A pending batch this many blocks past its creation (by the ingested head) is stalled.
+ALERT_BATCH_STALLED_BLOCKS = env_int("ALERT_BATCH_STALLED_BLOCKS", 20, minimum=1)
+# Blocks the ingest cursor may trail the confirmed head (head - INGEST_CONFIRMATIONS) before it is lagging.
+ALERT_INGEST_LAG_BLOCKS = env_int("ALERT_INGEST_LAG_BLOCKS", 20, minimum=1)
+# A cursor standing still this long while there are confirmed blocks to ingest (or the chain unreachable).
+ALERT_INGEST_STOPPED_SECONDS = env_float("ALERT_INGEST_STOPPED_SECONDS", 60.0, minimum=1.0)
+ALERT_AGGREGATOR_UNREACHABLE_SECONDS = env_float("ALERT_AGGREGATOR_UNREACHABLE_SECONDS", 30.0, minimum=0.0)
+# Invalid or conflicting signatures by an operator alert while any was seen within this window.
+ALERT_SIGNATURE_WINDOW_SECONDS = env_float("ALERT_SIGNATURE_WINDOW_SECONDS", 3600.0, minimum=1.0)
+# An open recovery task that has been attempted this many times is failing.
+ALERT_RECOVERY_FAILING_ATTEMPTS = env_int("ALERT_RECOVERY_FAILING_ATTEMPTS", 5, minimum=1)
+# Timeout of the evaluator's own JSON-RPC calls (chain head, genesis).
+ALERT_CHAIN_TIMEOUT = env_float("ALERT_CHAIN_TIMEOUT", 5.0, minimum=0.1)
+
+# --- Webhooks and metrics ------------------------------------------------------------------------
+# Where people reach this control plane: links in webhook payloads (generatorURL, externalURL).
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")
+# HMAC-SHA256 key for webhook signatures (or WEBHOOK_SECRET_FILE). Unset, nothing is sent (fail closed).
+WEBHOOK_SECRET = env_optional_str("WEBHOOK_SECRET")
+# Connect and read timeout of one POST to a receiver.
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+# How long a worker holds a delivery before another may take it over (must exceed WEBHOOK_TIMEOUT).
+WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 30.0, minimum=1.0)
+# Retries back off exponentially up to this many seconds (with jitter) and never stop while an endpoint is active.
+WEBHOOK_BACKOFF_CAP = env_float("WEBHOOK_BACKOFF_CAP", 60.0, minimum=1.0)
+# When set, GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>" (or METRICS_TOKEN_FILE).
+METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
+# Timeout of the scrape's one JSON-RPC call (the chain head); a slow or down chain never fails a scrape.
+METRICS_CHAIN_TIMEOUT = env_float("METRICS_CHAIN_TIMEOUT", 1.0, minimum=0.05)
 
 LOGGING = {
     "version": 1,

@@ -156,6 +156,7 @@ CONTROL_PLANE_ENV = {
     "LIVENESS_PROBE_INTERVAL": "1",
     "LIVENESS_PROBE_TIMEOUT": "0.5",
     "RECOVERY_LEASE_SECONDS": "5",
+    "ALERTS_INTERVAL": "1",
 }
 
 
@@ -173,6 +174,7 @@ class ControlPlane:
             "cp-verifier": manage_py_args("verifier"),
             "cp-prober": manage_py_args("probe_operators"),
             "cp-recovery": manage_py_args("recovery"),
+            "cp-alerts": manage_py_args("alerts"),
             "cp-worker": manage_py_args("rqworker", "default"),
             "cp-web": [
                 sys.executable,
@@ -199,7 +201,7 @@ class ControlPlane:
         for name in self.commands:
             self.start_one(name)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _answers(self.url + "/api/v1/batches/"):
+        while time.monotonic() < deadline and not _answers(self.url + "/healthz"):
             time.sleep(0.2)
 
     def start_one(self, name: str) -> None:

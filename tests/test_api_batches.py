@@ -1,12 +1,28 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
+from controlplane.auth import api_token_create
+from controlplane.models import TokenScope
+from monitoring.models import Batch, BatchProgress
 from tests.factories import batch_create, hex32
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client() -> Client:
+    """A machine reading with a read token (every API read needs a user unless the dashboard is public)."""
+    user = User.objects.create_user(username="reader")
+    _, key = api_token_create(user=user, name="reader", scope=TokenScope.READ, created_by="tests")
+    return Client(headers={"authorization": f"Token {key}"})
+
 
 HEX = "0123456789abcdef"
 
@@ -145,3 +161,54 @@ def test_it_writes_large_wei_values_exactly(client: Client) -> None:
     body = client.get(f"/api/v1/batches/{batch.identifier}/").json()
 
     assert body["respond_to_task_fee_limit"] == str(huge)
+
+
+def test_it_filters_batches_by_status_risk_time_and_block(client: Client) -> None:
+    now = timezone.now()
+    old = batch_create(label="old", created_block=100, verified_block=101)
+    risky = batch_create(label="risky", created_block=110)
+    calm = batch_create(label="calm", created_block=120)
+    fresh = batch_create(label="fresh", created_block=130)
+    BatchProgress.objects.create(batch=risky, at_risk=True)
+    BatchProgress.objects.create(batch=calm, at_risk=False)
+    for batch, age in ((old, 3), (risky, 2), (calm, 1), (fresh, 0)):
+        Batch.objects.filter(pk=batch.pk).update(first_seen_at=now - timedelta(hours=age))
+
+    def identifiers(query: str) -> list[str]:
+        response = client.get(f"/api/v1/batches/?{query}")
+        assert response.status_code == 200, response.content
+        return [b["identifier"] for b in response.json()["results"]]
+
+    assert identifiers("status=verified") == [old.identifier]
+    assert identifiers("status=pending") == [fresh.identifier, calm.identifier, risky.identifier]
+    assert identifiers("at_risk=true") == [risky.identifier]
+    assert identifiers("at_risk=false") == [fresh.identifier, calm.identifier, old.identifier], (
+        "a batch without progress is not at risk"
+    )
+    assert identifiers("created_block_min=110&created_block_max=120") == [calm.identifier, risky.identifier]
+    two_hours_ago = (now - timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    assert identifiers(f"created_after={two_hours_ago}") == [
+        fresh.identifier,
+        calm.identifier,
+        risky.identifier,
+    ], "created_after is inclusive"
+    assert identifiers(f"created_before={two_hours_ago}") == [old.identifier], "created_before is exclusive"
+    assert identifiers("status=pending&at_risk=false&created_block_min=125") == [fresh.identifier]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=lost", "status"),
+        ("at_risk=maybe", "at_risk"),
+        ("created_block_min=-1", "created_block_min"),
+        ("created_block_max=1.5", "created_block_max"),
+        (f"created_block_max={2**63}", "created_block_max"),
+        ("created_before=2024-13-01T00:00:00Z", "created_before"),
+    ],
+)
+def test_it_answers_400_naming_a_malformed_batch_filter(client: Client, query: str, field: str) -> None:
+    response = client.get(f"/api/v1/batches/?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["field"] == field

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
+from controlplane.auth import api_token_create
+from controlplane.models import TokenScope
+from monitoring.models import Operator, OperatorLiveness, OperatorState
 from monitoring.selectors import STAKE_HISTORY_LIMIT
 from tests.factories import ETH, hex32, operator_create, stake_update
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client() -> Client:
+    """A machine reading with a read token (every API read needs a user unless the dashboard is public)."""
+    user = User.objects.create_user(username="reader")
+    _, key = api_token_create(user=user, name="reader", scope=TokenScope.READ, created_by="tests")
+    return Client(headers={"authorization": f"Token {key}"})
 
 
 def test_it_lists_operators_by_stake_then_operator_id_with_their_share(client: Client) -> None:
@@ -135,3 +148,34 @@ def test_it_answers_400_naming_the_field_for_a_malformed_operator_id(client: Cli
         "error": "operator_id must be 0x followed by 64 hex digits",
         "field": "operator_id",
     }
+
+
+def test_it_filters_operators_by_registration_and_liveness(client: Client) -> None:
+    up = operator_create(label="up", stake=40 * ETH)
+    down = operator_create(label="down", stake=30 * ETH)
+    never_probed = operator_create(label="never", stake=20 * ETH)
+    gone = operator_create(label="gone", stake=10 * ETH)
+    Operator.objects.filter(pk=gone.pk).update(registered=False)
+    now = timezone.now()
+    OperatorLiveness.objects.create(operator_id=up.operator_id, state=OperatorState.UP, since=now)
+    OperatorLiveness.objects.create(operator_id=down.operator_id, state=OperatorState.DOWN, since=now)
+    OperatorLiveness.objects.create(operator_id=gone.operator_id, state=OperatorState.UNKNOWN, since=now)
+
+    def operator_ids(query: str) -> list[str]:
+        response = client.get(f"/api/v1/operators/?{query}")
+        assert response.status_code == 200, response.content
+        return [o["operator_id"] for o in response.json()["results"]]
+
+    assert operator_ids("registered=true") == [up.operator_id, down.operator_id, never_probed.operator_id]
+    assert operator_ids("registered=false") == [gone.operator_id]
+    assert operator_ids("state=up") == [up.operator_id]
+    assert operator_ids("state=down") == [down.operator_id]
+    assert operator_ids("state=unknown") == [never_probed.operator_id, gone.operator_id], (
+        "never probed counts as unknown"
+    )
+    assert operator_ids("state=degraded") == []
+    assert operator_ids("state=unknown&registered=true") == [never_probed.operator_id]
+    bad = client.get("/api/v1/operators/?state=asleep")
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "state"
+    assert client.get("/api/v1/operators/?registered=yes-ish").json()["field"] == "registered"

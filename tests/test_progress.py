@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from devnet import contracts
@@ -102,6 +103,7 @@ def test_it_serves_the_persisted_progress_in_the_batch_api(client, anvil):
     root = net.create_task(seed=33)
     net.ingester().sync_once()
     identifier = submit_and_verify(client, net, root, [1, 3])
+    client.force_login(User.objects.create_user("viewer"))
     progress = client.get(f"/api/v1/batches/{identifier}/").json()["progress"]
     assert progress["signed_stake"] == str(60 * ETH)
     assert progress["total_stake"] == str(100 * ETH)

@@ -1,4 +1,4 @@
-"""Staff-requested recovery runs: plans, audit rows, tasks, the REST API (staff tokens) and the admin actions."""
+"""Staff-requested recovery runs: plans, audit rows, tasks, the REST API (staff write tokens) and admin actions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from controlplane.auth import api_token_create
+from controlplane.models import TokenScope
 from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 from recovery.services.forwarding import signature_payload
@@ -66,11 +67,16 @@ def staff() -> User:
     return User.objects.create_user(username="ops-alice", password="pw-not-used", is_staff=True)
 
 
+def token_client(user: User, scope: str = TokenScope.WRITE) -> APIClient:
+    _, key = api_token_create(user=user, name=f"{user.username}-{scope}", scope=scope, created_by="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
 @pytest.fixture
 def staff_api(staff: User) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
-    return client
+    return token_client(staff)
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def test_a_catchup_plans_only_the_batches_the_operator_has_not_signed(ledger: di
 # --- REST API ---------------------------------------------------------------------------------
 
 
-def test_the_api_needs_a_staff_token(ledger: dict[str, Any], staff: User) -> None:
+def test_starting_a_run_needs_a_staff_write_token(ledger: dict[str, Any], staff: User) -> None:
     body = {"batch": ledger["a"].identifier}
     anonymous = APIClient()
     response = anonymous.post(REPLAYS, body, format="json")
@@ -229,14 +235,25 @@ def test_the_api_needs_a_staff_token(ledger: dict[str, Any], staff: User) -> Non
     assert bad_token.post(REPLAYS, body, format="json").status_code == 401
 
     user = User.objects.create_user(username="someone", password="pw-not-used")
-    not_staff = APIClient()
-    not_staff.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    not_staff = token_client(user, TokenScope.READ)
     assert not_staff.post(REPLAYS, body, format="json").status_code == 403
     assert (
         not_staff.post(CATCHUPS, {"operator_id": ledger["alice"].operator_id}, format="json").status_code
         == 403
     )
-    assert not_staff.get(RUNS).status_code == 403
+    assert not_staff.get(RUNS).status_code == 200, "following runs is a read"
+    # Read tokens cannot trigger recovery, even a staff user's.
+    staff_reader = token_client(staff, TokenScope.READ)
+    refused = staff_reader.post(REPLAYS, body, format="json")
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "this token is read-only; writes need a write token"}
+    assert RecoveryRun.objects.count() == 0
+
+    # A non-staff browser session can read runs but not start one.
+    session = APIClient()
+    session.force_login(user)
+    assert session.get(RUNS).status_code == 200
+    assert session.post(REPLAYS, body, format="json").json() == {"error": "writes need a staff user"}
     assert RecoveryRun.objects.count() == 0
 
     # A browser session is accepted but keeps CSRF enforcement for writes.
@@ -375,6 +392,34 @@ def test_runs_are_listed_newest_first_with_their_tasks(ledger: dict[str, Any], s
     assert detail.json()["outcome"] == "1 replay task requested"
     assert staff_api.get(f"{RUNS}/{third.id + 100}").status_code == 404
     assert staff_api.get(f"{RUNS}/abc").json() == {"error": "no run with this id", "field": "id"}
+
+
+def test_runs_are_filtered_by_kind_and_dry_run(ledger: dict[str, Any], staff_api: APIClient) -> None:
+    dry_replay = recovery_run_start(
+        kind=RecoveryKind.REPLAY, scope="all-pending", requested_by="x", dry_run=True
+    )
+    replay = recovery_run_start(
+        kind=RecoveryKind.REPLAY, scope=ledger["b"].identifier, requested_by="y", dry_run=False
+    )
+    catchup = recovery_run_start(
+        kind=RecoveryKind.CATCHUP, scope=ledger["bob"].operator_id, requested_by="z", dry_run=True
+    )
+
+    def ids(query: str) -> list[int]:
+        response = staff_api.get(f"{RUNS}?{query}")
+        assert response.status_code == 200, response.content
+        return [r["id"] for r in response.json()["results"]]
+
+    assert ids("kind=replay") == [replay.id, dry_replay.id]
+    assert ids("kind=catchup") == [catchup.id]
+    assert ids("dry_run=true") == [catchup.id, dry_replay.id]
+    assert ids("dry_run=0") == [replay.id]
+    assert ids("kind=replay&dry_run=false") == [replay.id]
+    bad_kind = staff_api.get(f"{RUNS}?kind=reboot")
+    assert bad_kind.status_code == 400
+    assert bad_kind.json()["field"] == "kind"
+    bad_bool = staff_api.get(f"{RUNS}/?dry_run=maybe")
+    assert bad_bool.json() == {"error": "dry_run: must be true or false", "field": "dry_run"}
 
 
 # --- admin ------------------------------------------------------------------------------------

@@ -64,7 +64,15 @@ def database_url() -> Iterator[str]:
 
 def _env(devnet_dir: Path, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CHAIN_SETTINGS}
-    env.update({"DEVNET_DIR": str(devnet_dir), "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"})
+    # The test reads the API without logging in.
+    env.update(
+        {
+            "DEVNET_DIR": str(devnet_dir),
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+            "PUBLIC_DASHBOARD": "1",
+        }
+    )
     env.setdefault("SECRET_KEY", "test-only-secret-key")
     return env
 
@@ -119,7 +127,15 @@ class Stack:
         devnet = json.loads((self.dir / "devnet.json").read_text())
         assert started["pid"] == self.process.pid
         assert started["started_devnet"] is True
-        assert set(started["children"]) == {"ingest", "verifier", "prober", "recovery", "worker", "web"}
+        assert set(started["children"]) == {
+            "ingest",
+            "verifier",
+            "prober",
+            "recovery",
+            "alerts",
+            "worker",
+            "web",
+        }
         self.pids = {**started["children"], **{n: c["pid"] for n, c in devnet["components"].items()}}
         assert {"chain", "batcher", "aggregator", "operator-1", "ingest", "web"} <= set(self.pids)
         assert all(pid_alive(pid) for pid in self.pids.values()), self.pids

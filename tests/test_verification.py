@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import User
 
 from devnet import contracts
 from monitoring.bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
@@ -121,6 +122,7 @@ def test_it_records_invalid_signatures_against_their_operator(client, anvil):
         submit(client, signed_response(net, root=root, operator=i, wrong_key=i == 1))
     signatures_verify_batch(batch_identifier=Signature.objects.order_by("id").first().batch_identifier)  # type: ignore[union-attr]
     bad = net.state["operators"][1]["operator_id"]
+    client.force_login(User.objects.create_user("viewer"))
     detail = client.get(f"/api/v1/operators/{bad}/").json()
     assert detail["signatures"]["invalid"] == 1
     assert detail["signatures"]["verified"] == 0

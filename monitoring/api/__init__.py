@@ -1,1 +1,1 @@
-"""The read API (``/api/v1/``): JSON over the ledger, built on selectors."""
+"""The REST API (``/api/v1/``): JSON over the ledger, alerts and recovery, built on selectors and services."""

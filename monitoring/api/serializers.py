@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from monitoring.models import Batch, Operator, OperatorStake
+from monitoring.models import Alert, Batch, Operator, OperatorStake
 from monitoring.selectors import operator_liveness_get, operator_signature_counts, operator_stake_share
 
 
@@ -16,6 +17,12 @@ def wei_string(value: Decimal | int | None) -> str | None:
     return None if value is None else str(int(value))
 
 
+HEX_SCHEMA = {"type": "string", "pattern": "^0x[0-9a-f]*$"}
+WEI_SCHEMA = {"type": "string", "pattern": "^[0-9]+$", "description": "wei, as a decimal string"}
+HEX32_SCHEMA = {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
+
+
+@extend_schema_field(HEX_SCHEMA)
 class HexField(serializers.CharField):
     """Lowercase hex out; an empty value is null."""
 
@@ -23,9 +30,69 @@ class HexField(serializers.CharField):
         return str(value).lower() if value else None
 
 
+@extend_schema_field(WEI_SCHEMA)
 class WeiField(serializers.Field):
     def to_representation(self, value: Any) -> str | None:
         return wei_string(value)
+
+
+PROGRESS_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "Quorum progress as persisted by the verifier; null before any signature was verified.",
+    "properties": {
+        "signed_stake": WEI_SCHEMA,
+        "total_stake": WEI_SCHEMA,
+        "signed_percentage": {"type": "string", "pattern": "^[0-9]+\\.[0-9]$"},
+        "threshold_percentage": {"type": "integer"},
+        "quorum_reached": {"type": "boolean"},
+        "quorum_reached_at": {"type": "string", "format": "date-time", "nullable": True},
+        "at_risk": {"type": "boolean"},
+        "signers": {"type": "array", "items": {"type": "string"}},
+        "non_signers": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": [
+        "signed_stake",
+        "total_stake",
+        "signed_percentage",
+        "threshold_percentage",
+        "quorum_reached",
+        "quorum_reached_at",
+        "at_risk",
+        "signers",
+        "non_signers",
+    ],
+}
+G1_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "The G1 public key; null before registration.",
+    "properties": {"X": HEX_SCHEMA, "Y": HEX_SCHEMA},
+}
+G2_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "The G2 public key, coordinates in EVM order [imaginary, real]; null before registration.",
+    "properties": {
+        "X": {"type": "array", "items": HEX_SCHEMA},
+        "Y": {"type": "array", "items": HEX_SCHEMA},
+    },
+}
+LIVENESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "state": {"type": "string", "enum": ["unknown", "up", "degraded", "down"]},
+        "since": {"type": "string", "format": "date-time", "nullable": True},
+        "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+        "node_version": {"type": "string"},
+    },
+    "required": ["state", "since", "last_seen_at", "node_version"],
+}
+SIGNATURE_COUNTS_SCHEMA = {
+    "type": "object",
+    "description": "How many of the operator's signatures are in each status.",
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
 
 
 def progress_json(batch: Batch) -> dict[str, Any] | None:
@@ -53,9 +120,9 @@ class BatchOutputSerializer(serializers.ModelSerializer):
     batch_merkle_root = HexField(source="merkle_root")
     sender_address = HexField(source="sender")
     batch_data_pointer = serializers.CharField(source="data_pointer")
-    respond_to_task_fee_limit = WeiField(source="fee_limit")
+    respond_to_task_fee_limit = WeiField(source="fee_limit", allow_null=True)
     created_tx = HexField()
-    verified_tx = HexField()
+    verified_tx = HexField(allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -79,6 +146,7 @@ class BatchOutputSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(PROGRESS_SCHEMA)
     def get_progress(self, batch: Batch) -> dict[str, Any] | None:
         return progress_json(batch)
 
@@ -100,7 +168,7 @@ class OperatorOutputSerializer(serializers.ModelSerializer):
     """Needs ``total_stake`` (current stake of the registered operators) in the context."""
 
     operator_id = HexField()
-    address = HexField()
+    address = HexField(allow_null=True)
     pubkey_g1 = serializers.SerializerMethodField()
     pubkey_g2 = serializers.SerializerMethodField()
     stake = WeiField(source="current_stake")
@@ -122,12 +190,21 @@ class OperatorOutputSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(G1_SCHEMA)
     def get_pubkey_g1(self, operator: Operator) -> Any:
         return _pubkey(operator.pubkey_g1)
 
+    @extend_schema_field(G2_SCHEMA)
     def get_pubkey_g2(self, operator: Operator) -> Any:
         return _pubkey(operator.pubkey_g2)
 
+    @extend_schema_field(
+        {
+            "type": "string",
+            "nullable": True,
+            "description": "Share of the registered stake (6 decimal places); null when there is none.",
+        }
+    )
     def get_stake_share(self, operator: Operator) -> str | None:
         share = operator_stake_share(operator=operator, total=self.context["total_stake"])
         return None if share is None else str(share)
@@ -153,11 +230,36 @@ class OperatorDetailOutputSerializer(OperatorOutputSerializer):
         fields = [*OperatorOutputSerializer.Meta.fields, "stake_history", "liveness", "signatures"]
         read_only_fields = fields
 
+    @extend_schema_field(StakePointSerializer(many=True))
     def get_stake_history(self, operator: Operator) -> Any:
         return StakePointSerializer(self.context["stake_history"], many=True).data
 
+    @extend_schema_field(LIVENESS_SCHEMA)
     def get_liveness(self, operator: Operator) -> Any:
         return operator_liveness_get(operator_id=operator.operator_id)
 
+    @extend_schema_field(SIGNATURE_COUNTS_SCHEMA)
     def get_signatures(self, operator: Operator) -> Any:
         return operator_signature_counts(operator_id=operator.operator_id)
+
+
+class AlertOutputSerializer(serializers.ModelSerializer):
+    details = serializers.JSONField(help_text="Facts at opening (stake share, lag in blocks, ...).")
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "kind",
+            "subject",
+            "severity",
+            "state",
+            "summary",
+            "details",
+            "opened_at",
+            "resolved_at",
+            "resolution",
+            "acknowledged_at",
+            "acknowledged_by",
+        ]
+        read_only_fields = fields

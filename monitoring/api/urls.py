@@ -12,7 +12,13 @@ urlpatterns = [
     path("batches/<str:identifier>/", views.BatchDetailApi.as_view(), name="batch-detail"),
     path("operators/", views.OperatorListApi.as_view(), name="operator-list"),
     path("operators/<str:operator_id>/", views.OperatorDetailApi.as_view(), name="operator-detail"),
-    # Exactly as operators' software posts it (no trailing slash), and tolerant of one.
+    path("alerts/", views.AlertListApi.as_view(), name="alert-list"),
+    path("alerts/<int:alert_id>/", views.AlertDetailApi.as_view(), name="alert-detail"),
+    # Like the recovery actions: no trailing slash, and tolerant of one.
+    path("alerts/<int:alert_id>/acknowledge", views.AlertAcknowledgeApi.as_view(), name="alert-acknowledge"),
+    path("alerts/<int:alert_id>/acknowledge/", views.AlertAcknowledgeApi.as_view()),
+    # Exactly as operators' software posts it (no trailing slash), and tolerant of one. Open to the network:
+    # a plain Django view with its own checks, outside the API's authentication.
     path("signatures", signature_create, name="signature-create"),
     path("signatures/", signature_create),
     path("recovery/", include("recovery.api.urls")),

@@ -1,6 +1,7 @@
-"""Read API views: thin adapters from HTTP to selectors and output serializers.
+"""API views: thin adapters from HTTP to selectors, services and output serializers.
 
-Errors have one shape: ``{"error": "...", "field": "..."}`` (``field`` when one input is at fault).
+Authentication, permissions (``controlplane.auth.ApiAccess``), the write throttle and the error shape
+(``{"error": "...", "field": "..."}``) come from the REST_FRAMEWORK settings, so every view here shares them.
 """
 
 from __future__ import annotations
@@ -8,19 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import ListAPIView
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
+from monitoring.alerts.selectors import alert_get, alert_list
+from monitoring.alerts.services import alert_acknowledge
+from monitoring.api.errors import ApiError
+from monitoring.api.filters import AlertFilter, BatchFilter, OperatorFilter
+from monitoring.api.schema import error_responses
 from monitoring.api.serializers import (
+    AlertOutputSerializer,
     BatchOutputSerializer,
     OperatorDetailOutputSerializer,
     OperatorOutputSerializer,
 )
+from monitoring.models import Alert, Batch, Operator
 from monitoring.selectors import (
     batch_get,
     batch_list,
@@ -31,40 +41,13 @@ from monitoring.selectors import (
     operator_total_current_stake,
 )
 
+__all__ = ["ApiError", "ApiListView", "ApiView", "Pagination"]
 
-class ApiError(APIException):
-    """An error answered as ``{"error": message, "field": field}``."""
-
-    def __init__(
-        self, message: str, *, field: str | None = None, status_code: int = status.HTTP_400_BAD_REQUEST
-    ) -> None:
-        super().__init__(detail=message)
-        self.status_code = status_code
-        self.field = field
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, with every error body reshaped to ``{"error", "field"?}``."""
-    response = exception_handler(exc, context)
-    if response is None:
-        return None
-    data = response.data
-    message = str(data["detail"]) if isinstance(data, dict) and "detail" in data else "invalid request"
-    body: dict[str, Any] = {"error": message}
-    field = getattr(exc, "field", None)
-    if field:
-        body["field"] = field
-    response.data = body
-    return response
+BYTES32_PATTERN = "^0x[0-9a-fA-F]{64}$"
 
 
 class ApiView(APIView):
-    """Base of the read API: open for now (authentication comes later), JSON errors in one shape."""
-
-    permission_classes = [AllowAny]
-
-    def get_exception_handler(self) -> Any:
-        return api_exception_handler
+    """Base of the API's single-object and write views (each says what it does: that is its description)."""
 
 
 class Pagination(PageNumberPagination):
@@ -85,6 +68,23 @@ class Pagination(PageNumberPagination):
                 status_code=status.HTTP_404_NOT_FOUND,
             ) from exc
 
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+        return parameters
+
+
+class ApiListView(ListAPIView):
+    """A paginated list filtered by its ``filterset_class`` (a bad filter value: 400 naming it)."""
+
+    pagination_class = Pagination
+    filter_backends = [DjangoFilterBackend]
+
+
+LIST_ERRORS = error_responses(400, 404)
+
 
 def _bytes32_param(value: str, *, field: str) -> str:
     normalized = bytes32_normalize(value=value)
@@ -93,20 +93,37 @@ def _bytes32_param(value: str, *, field: str) -> str:
     return normalized
 
 
-def _paginated(view: ApiView, request: Request, queryset: QuerySet[Any], serialize: Any) -> Response:
-    paginator = Pagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serialize(page))
+def _bytes32_path(name: str, what: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name,
+        str,
+        OpenApiParameter.PATH,
+        pattern=BYTES32_PATTERN,
+        description=f"The {what}, 0x + 64 hex digits.",
+    )
 
 
-class BatchListApi(ApiView):
-    def get(self, request: Request) -> Response:
-        return _paginated(
-            self, request, batch_list(), lambda rows: BatchOutputSerializer(rows, many=True).data
-        )
+# --- Batches -----------------------------------------------------------------------------------
+
+
+@extend_schema_view(get=extend_schema(responses={200: BatchOutputSerializer(many=True), **LIST_ERRORS}))
+class BatchListApi(ApiListView):
+    """Batches, newest first."""
+
+    serializer_class = BatchOutputSerializer
+    filterset_class = BatchFilter
+
+    def get_queryset(self) -> QuerySet[Batch]:
+        return batch_list()
 
 
 class BatchDetailApi(ApiView):
+    """One batch, by its identifier (any hex case)."""
+
+    @extend_schema(
+        parameters=[_bytes32_path("identifier", "batch identifier (batchIdentifierHash)")],
+        responses={200: BatchOutputSerializer, **error_responses(400, 404)},
+    )
     def get(self, request: Request, identifier: str) -> Response:
         batch = batch_get(identifier=_bytes32_param(identifier, field="identifier"))
         if batch is None:
@@ -116,18 +133,30 @@ class BatchDetailApi(ApiView):
         return Response(BatchOutputSerializer(batch).data)
 
 
-class OperatorListApi(ApiView):
-    def get(self, request: Request) -> Response:
-        context = {"total_stake": operator_total_current_stake()}
-        return _paginated(
-            self,
-            request,
-            operator_list(),
-            lambda rows: OperatorOutputSerializer(rows, many=True, context=context).data,
-        )
+# --- Operators ---------------------------------------------------------------------------------
+
+
+@extend_schema_view(get=extend_schema(responses={200: OperatorOutputSerializer(many=True), **LIST_ERRORS}))
+class OperatorListApi(ApiListView):
+    """Operators, biggest stake first."""
+
+    serializer_class = OperatorOutputSerializer
+    filterset_class = OperatorFilter
+
+    def get_queryset(self) -> QuerySet[Operator]:
+        return operator_list()
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "total_stake": operator_total_current_stake()}
 
 
 class OperatorDetailApi(ApiView):
+    """One operator, with its stake history, liveness and signature counts."""
+
+    @extend_schema(
+        parameters=[_bytes32_path("operator_id", "operatorId")],
+        responses={200: OperatorDetailOutputSerializer, **error_responses(400, 404)},
+    )
     def get(self, request: Request, operator_id: str) -> Response:
         operator = operator_get(operator_id=_bytes32_param(operator_id, field="operator_id"))
         if operator is None:
@@ -141,3 +170,41 @@ class OperatorDetailApi(ApiView):
             "stake_history": operator_stake_history(operator_id=operator.operator_id),
         }
         return Response(OperatorDetailOutputSerializer(operator, context=context).data)
+
+
+# --- Alerts ------------------------------------------------------------------------------------
+
+
+def _alert(alert_id: int) -> Alert:
+    alert = alert_get(alert_id=alert_id)
+    if alert is None:
+        raise ApiError("no alert with this id", field="id", status_code=status.HTTP_404_NOT_FOUND)
+    return alert
+
+
+@extend_schema_view(get=extend_schema(responses={200: AlertOutputSerializer(many=True), **LIST_ERRORS}))
+class AlertListApi(ApiListView):
+    """Alerts, as ``alert_list`` orders them; filtered by state, kind, severity and since."""
+
+    serializer_class = AlertOutputSerializer
+    filterset_class = AlertFilter
+
+    def get_queryset(self) -> QuerySet[Alert]:
+        return alert_list()
+
+
+class AlertDetailApi(ApiView):
+    """One alert."""
+
+    @extend_schema(responses={200: AlertOutputSerializer, **error_responses(404)})
+    def get(self, request: Request, alert_id: int) -> Response:
+        return Response(AlertOutputSerializer(_alert(alert_id)).data)
+
+
+class AlertAcknowledgeApi(ApiView):
+    """Acknowledge an alert (staff). Idempotent: the first acknowledgement is kept."""
+
+    @extend_schema(request=None, responses={200: AlertOutputSerializer, **error_responses(404)})
+    def post(self, request: Request, alert_id: int) -> Response:
+        alert = alert_acknowledge(alert=_alert(alert_id), user=request.user.get_username())
+        return Response(AlertOutputSerializer(alert).data)

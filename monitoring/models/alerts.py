@@ -75,6 +75,21 @@ class Alert(models.Model):
         return f"{self.kind}{about} ({self.state})"
 
 
+class AlertWatch(models.Model):
+    """What the alert evaluator last observed of something that alerts only by how long it has held.
+
+    ``since`` is when ``value`` was first observed (the aggregator failing, a cursor standing at one block), so a
+    replica taking over knows how long a condition has lasted without having watched it itself.
+    """
+
+    key = models.CharField(max_length=128, unique=True)
+    value = models.CharField(max_length=200)
+    since = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value[:30]} since {self.since:%Y-%m-%d %H:%M:%S}"
+
+
 class WebhookEndpoint(models.Model):
     """A receiver registered by staff; every alert opening and resolution is delivered to each active one."""
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recovery.models import RecoveryRun, RecoveryTask
+
+BYTES32_SCHEMA = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
+
+
+def _bytes32(description: str, *, required: bool = True) -> serializers.CharField:
+    # Validated (with a message naming the field) by the view; the pattern tells the schema's readers.
+    field = serializers.CharField(required=required, max_length=100, help_text=description)
+    return extend_schema_field({**BYTES32_SCHEMA, "description": description})(field)
 
 
 class ReplayInputSerializer(serializers.Serializer):
     """``{"batch": "0x…"}`` or ``{"all_pending": true}``, and optionally ``"dry_run": true``."""
 
-    batch = serializers.CharField(required=False, allow_blank=False, max_length=100)
+    batch = _bytes32("The batch identifier to replay (or give all_pending).", required=False)
     all_pending = serializers.BooleanField(required=False, default=False)
     dry_run = serializers.BooleanField(required=False, default=False)
 
@@ -27,7 +36,7 @@ class ReplayInputSerializer(serializers.Serializer):
 class CatchupInputSerializer(serializers.Serializer):
     """``{"operator_id": "0x…"}`` and optionally ``"dry_run": true``."""
 
-    operator_id = serializers.CharField(max_length=100)
+    operator_id = _bytes32("The operatorId to ask to catch up.")
     dry_run = serializers.BooleanField(required=False, default=False)
 
 

@@ -1,7 +1,7 @@
-"""Recovery API views (staff only): thin adapters over ``recovery.services.runs``.
+"""Recovery API views: thin adapters over ``recovery.services.runs``.
 
-Authentication: ``Authorization: Token <key>`` (tokens are created and revoked by staff in the admin) or the
-admin session (CSRF enforced). No credentials: 401; an authenticated non-staff user: 403.
+The API's auth (``controlplane.auth``): starting a run is a write (a staff session with CSRF, or a staff user's
+write token; a read token or a non-staff user: 403); following runs is a read. No credentials: 401.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from monitoring.api.views import ApiError, ApiView, Pagination
+from monitoring.api.filters import RecoveryRunFilter
+from monitoring.api.schema import error_responses
+from monitoring.api.views import ApiError, ApiListView, ApiView
 from monitoring.selectors import bytes32_normalize
 from recovery.api.serializers import (
     CatchupInputSerializer,
@@ -54,10 +55,11 @@ def _validated(serializer_class: type[serializers.Serializer], request: Request)
     return dict(serializer.validated_data)
 
 
-class RecoveryApiView(ApiView):
-    # Token first: a request without credentials is answered 401 with "WWW-Authenticate: Token".
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
+RUN_CREATED = {
+    200: OpenApiResponse(RecoveryRunOutputSerializer, description="A dry run: the plan, nothing requested."),
+    201: OpenApiResponse(RecoveryRunOutputSerializer, description="The run and the tasks it requested."),
+    **error_responses(400),
+}
 
 
 def _run_response(run: RecoveryRun) -> Response:
@@ -75,7 +77,10 @@ def _start(*, request: Request, kind: RecoveryKind, scope: str, dry_run: bool, f
     return _run_response(run)
 
 
-class ReplayCreateApi(RecoveryApiView):
+class ReplayCreateApi(ApiView):
+    """Replay one pending batch (or all of them) to the aggregator (staff); ``dry_run`` only plans."""
+
+    @extend_schema(request=ReplayInputSerializer, responses=RUN_CREATED)
     def post(self, request: Request) -> Response:
         data = _validated(ReplayInputSerializer, request)
         if data["all_pending"]:
@@ -90,7 +95,10 @@ class ReplayCreateApi(RecoveryApiView):
         )
 
 
-class CatchupCreateApi(RecoveryApiView):
+class CatchupCreateApi(ApiView):
+    """Ask an operator to catch up on the pending batches it has not signed (staff); ``dry_run`` only plans."""
+
+    @extend_schema(request=CatchupInputSerializer, responses=RUN_CREATED)
     def post(self, request: Request) -> Response:
         data = _validated(CatchupInputSerializer, request)
         operator_id = bytes32_normalize(value=data["operator_id"].strip())
@@ -105,14 +113,26 @@ class CatchupCreateApi(RecoveryApiView):
         )
 
 
-class RunListApi(RecoveryApiView):
-    def get(self, request: Request) -> Response:
-        paginator = Pagination()
-        page = paginator.paginate_queryset(recovery_run_queryset(), request, view=self)
-        return paginator.get_paginated_response(RecoveryRunOutputSerializer(page, many=True).data)
+@extend_schema_view(
+    get=extend_schema(responses={200: RecoveryRunOutputSerializer(many=True), **error_responses(400, 404)})
+)
+class RunListApi(ApiListView):
+    """Recovery runs, newest first."""
+
+    serializer_class = RecoveryRunOutputSerializer
+    filterset_class = RecoveryRunFilter
+
+    def get_queryset(self) -> QuerySet[RecoveryRun]:
+        return recovery_run_queryset()
 
 
-class RunDetailApi(RecoveryApiView):
+class RunDetailApi(ApiView):
+    """One recovery run with its tasks."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("run_id", int, OpenApiParameter.PATH, description="The run's id.")],
+        responses={200: RecoveryRunOutputSerializer, **error_responses(404)},
+    )
     def get(self, request: Request, run_id: str) -> Response:
         run = recovery_run_queryset().filter(id=int(run_id)).first() if run_id.isdigit() else None
         if run is None:

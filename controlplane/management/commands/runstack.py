@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -62,6 +63,27 @@ def port_in_use(host: str, port: int) -> bool:
 
 def runstack_file() -> Path:
     return Path(settings.DEVNET_DIR) / "runstack.json"
+
+
+STAFF_USERNAME = "admin"
+
+
+def staff_account_ensure(*, username: str = STAFF_USERNAME) -> str | None:
+    """The local staff account: created on the first run with a random password, which is returned (the only
+    time it is known); None when the account already exists."""
+    from django.contrib.auth import get_user_model
+    from django.db import IntegrityError
+
+    user_model = get_user_model()
+    if user_model.objects.filter(username=username).exists():
+        return None
+    password = secrets.token_urlsafe(16)
+    try:
+        # Superuser too, so the same account can create API tokens in the admin.
+        user_model.objects.create_superuser(username=username, email="", password=password)
+    except IntegrityError:  # another runstack created it a moment ago
+        return None
+    return password
 
 
 class Command(BaseCommand):
@@ -135,6 +157,9 @@ class Command(BaseCommand):
             self._check_chain_settings()
         self._say("runstack: applying migrations")
         call_command("migrate", interactive=False, verbosity=0)
+        staff_password = staff_account_ensure()
+        if staff_password is not None:
+            self._say_staff_account(staff_password)  # now, in case start-up fails; again once it is up
         connections.close_all()
         if use_devnet:
             self._devnet_start(operators=operators, control_plane_url=f"http://{host}:{port}")
@@ -147,6 +172,7 @@ class Command(BaseCommand):
         self._spawn("verifier", self._manage_py("verifier"))
         self._spawn("prober", self._manage_py("probe_operators"))
         self._spawn("recovery", self._manage_py("recovery"))
+        self._spawn("alerts", self._manage_py("alerts"))
         self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
         self._spawn(
             "web",
@@ -156,6 +182,7 @@ class Command(BaseCommand):
         url = f"http://{host}:{port}"
         self._wait_ready(url)
         self._say(f"Control plane: {url}")
+        self._say_staff_account(staff_password)
 
     def _wait(self) -> str | None:
         """Block until a signal (raises _Stop) or a child dies (returns what to say)."""
@@ -344,6 +371,20 @@ class Command(BaseCommand):
         raise CommandError(f"{url} did not answer 200 within {READY_TIMEOUT:.0f} s")
 
     # --- output ---------------------------------------------------------------------------------
+
+    def _say_staff_account(self, password: str | None) -> None:
+        if password is None:
+            self._say(
+                f"runstack: log in as staff user {STAFF_USERNAME!r} (created on the first run); forgot its "
+                f"password? python manage.py changepassword {STAFF_USERNAME}"
+            )
+            return
+        self._say(
+            "runstack: created the local staff account; its password is shown only on this first run:\n"
+            f"    username: {STAFF_USERNAME}\n"
+            f"    password: {password}\n"
+            f"  (change it with: python manage.py changepassword {STAFF_USERNAME})"
+        )
 
     def _say(self, line: str, *, prefix: str | None = None) -> None:
         """One line on the terminal; a child's or component's lines carry its name."""

@@ -1,0 +1,1 @@
+"""Alerts: edge-triggered rules, their webhook deliveries (Alertmanager format), and the jobs that send them."""
