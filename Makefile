@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: run test bench setup lint typecheck contracts contracts-check services clean
+.PHONY: run test bench setup lint typecheck contracts contracts-check vendor vendor-check services clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,7 +40,15 @@ contracts: node_modules/.installed
 contracts-check: node_modules/.installed
 	node devnet/contracts/compile.mjs --check
 
-test: setup services lint typecheck contracts-check
+# The dashboard's htmx and uPlot, copied from node_modules into monitoring/static/vendor/ (committed: a deploy
+# needs no npm). `make vendor` refreshes the copies after a pin changes; the check fails when they are stale.
+vendor: setup
+	$(PY) -m controlplane.vendor_static
+
+vendor-check: setup
+	$(PY) -m controlplane.vendor_static --check
+
+test: setup services lint typecheck contracts-check vendor-check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup services

@@ -1,3 +1,6 @@
+"""ASGI entry point: HTTP goes to Django; websockets to the live-update consumers, after the origin check (the
+Origin header must name an allowed host) and the session auth (the consumer decides who may listen)."""
+
 from __future__ import annotations
 
 import os
@@ -6,4 +9,18 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
-application = get_asgi_application()
+# Set up Django (apps, settings) before anything imports models.
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from monitoring.live.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

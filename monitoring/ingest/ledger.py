@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from monitoring.chain import RawLog
 from monitoring.ingest.abi import DecodeError, batch_identifier, decode_log, operator_id_of
+from monitoring.live.notify import live_ledger_applied
 from monitoring.models import (
     Batch,
     BatchStatus,
@@ -330,6 +331,7 @@ def ledger_apply_rows(
     fresh = [r for r in rows if (r.log.block_hash, r.log.log_index) in inserted.other_ids]
     verified = batches_mark_verified(rows=fresh)
     registry = operators_apply(rows=fresh, event_ids=inserted.other_ids)
+    live_ledger_applied(rows=rows, new_batch_events=inserted.new_batch_events, fresh=fresh)
     return ApplySummary(
         events=inserted.new_batch_events + len(fresh),
         batches_created=inserted.batches_upserted,

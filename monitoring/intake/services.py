@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring.intake.parse import IntakeError, SignedResponse
+from monitoring.live.notify import live_signature_accepted
 from monitoring.models import Batch, Signature, SignatureStatus
 from monitoring.selectors import operator_stake_at_block
 
@@ -126,6 +127,14 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
         operator_sign_of_life(operator_id=response.operator_id)
         if status == SignatureStatus.PENDING:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, response.batch_identifier])
+        live_signature_accepted(
+            signature_id=int(inserted_id),
+            batch_identifier=response.batch_identifier,
+            operator_id=response.operator_id,
+            status=status,
+            stake=stake,
+            conflicting=conflicting,
+        )
     return SubmitResult(
         status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=conflicting
     )

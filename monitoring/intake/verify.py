@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring.bls import G1Point, G2Point, InvalidPoint, PairingBackend, SignedItem, verify_same_message
+from monitoring.live.notify import live_signatures_checked
 from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
 from monitoring.progress.services import batch_progress_refresh
 
@@ -96,6 +97,12 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
                 len(invalid_reasons),
                 ", ".join(sorted({s.operator_id[:10] for s in claimed if s.id in invalid_reasons})),
             )
+        live_signatures_checked(
+            batch_identifier=batch_identifier,
+            signatures=[(s.id, s.operator_id) for s in claimed],
+            valid_ids=valid_ids,
+            invalid_reasons=invalid_reasons,
+        )
         batch_progress_refresh(batch_identifier=batch_identifier)
     return VerifyOutcome(
         batch_identifier=batch_identifier,

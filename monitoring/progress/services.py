@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from monitoring.live.notify import live_progress_notify, live_progress_state
 from monitoring.models import (
     Batch,
     BatchProgress,
@@ -56,6 +57,7 @@ def batch_progress_refresh(
     )
     with transaction.atomic():
         progress, _ = BatchProgress.objects.select_for_update().get_or_create(batch=batch)
+        before = live_progress_state(progress)
         now = timezone.now()
         changes = []
         if reached and progress.quorum_reached_at is None:
@@ -79,6 +81,7 @@ def batch_progress_refresh(
                 for kind in changes
             ]
         )
+        live_progress_notify(identifier=batch_identifier, progress=progress, before=before)
     return progress
 
 

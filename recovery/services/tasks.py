@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from monitoring.live.notify import live_recovery_task
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 
 logger = logging.getLogger("recovery")
@@ -83,6 +84,7 @@ def recovery_task_request(
         return task, False
     task = RecoveryTask.objects.get(id=row[0])
     transaction.on_commit(lambda: recovery_task_enqueue(task_id=task.id, attempts=0))
+    live_recovery_task(task=task, action="requested")
     return task, True
 
 
@@ -142,6 +144,8 @@ def recovery_task_settle(*, task: RecoveryTask, outcome: Outcome, worker: str = 
     updated = RecoveryTask.objects.filter(id=task.id, status=RecoveryStatus.RUNNING, leased_by=worker).update(
         **fields
     )
+    if updated:
+        live_recovery_task(task=task, action=outcome.action, detail=outcome.detail)
     if updated and outcome.action != "done":
         logger.info("recovery %s %s: %s (%s)", task.kind, task.subject[:18], outcome.action, outcome.detail)
     return bool(updated)

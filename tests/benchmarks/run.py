@@ -2,6 +2,7 @@
 
 ingest: backfill of >= 10,000 real NewBatchV3 logs from anvil into the ledger by the real Ingester, next to the
 raw limit (one eth_getLogs + the same decoder + one COPY into a bare table, no ORM, no ledger).
+live: websocket latency from a committed signature to the frame in chromium, next to a plain HTTP round trip.
 bls: verifying N signatures of one batch one pairing check each, next to one aggregated check.
 """
 
@@ -169,6 +170,38 @@ def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> N
         anvil.stop()
 
 
+def bench_live_main(*, samples: int) -> None:
+    from tests.benchmarks.intake import precompute
+    from tests.benchmarks.live import bench_live, bench_live_report
+
+    problem = check_postgres(os.environ["DATABASE_URL"])
+    if problem:
+        sys.exit(f"bench: {problem}")
+    call_command("migrate", verbosity=0)
+    reset_ledger()
+    anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
+    try:
+        net = net_deploy(anvil, operators=4, seed="bench-live")
+        make_logs(net, TASKS_PER_TX)
+        net.ingester(confirmations=0).sync_once()
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM monitoring_signature")
+            cursor.execute(
+                "SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id LIMIT %s", [samples]
+            )
+            batches = [(r, s, i) for r, s, i in cursor.fetchall()]
+        # One signature per batch, so each sample is a new accepted signature (not a duplicate).
+        bodies = precompute(net, batches)[:: len(net.state["operators"])]
+        env = {
+            **net.env(),
+            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "REDIS_URL": "redis://127.0.0.1:6379/14",
+        }
+        bench_live_report(bench_live(env=env, bodies=bodies))
+    finally:
+        anvil.stop()
+
+
 def bench_bls(signers: int) -> None:
     from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -198,15 +231,18 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
-    parser.add_argument("--only", choices=["ingest", "intake", "bls"], default=None)
+    parser.add_argument("--only", choices=["ingest", "intake", "bls", "live"], default=None)
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
     parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
+    parser.add_argument("--live-samples", type=int, default=40, help="signatures timed to the browser (live)")
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         bench_ingest(args.logs, args.repeats)
     if args.only in (None, "intake"):
         bench_intake_main(operators=args.operators, batches=args.batches, backends=args.backends.split(","))
+    if args.only in (None, "live"):
+        bench_live_main(samples=args.live_samples)
     if args.only in (None, "bls"):
         bench_bls(args.signers)
 

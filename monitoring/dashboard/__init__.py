@@ -1,0 +1,1 @@
+"""The browser dashboard: server-rendered pages over selectors, made live by the Channels consumers."""
