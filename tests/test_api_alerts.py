@@ -160,7 +160,7 @@ def test_it_returns_one_alert_or_404(reader: Client) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["acknowledge", "acknowledge/"])
-def test_acknowledging_is_idempotent_and_keeps_the_first(writer: Client, suffix: str) -> None:
+def test_it_acknowledging_is_idempotent_and_keeps_the_first(writer: Client, suffix: str) -> None:
     alert = alert_create()
     other_staff = User.objects.create_user(username="ops-2", is_staff=True)
 
@@ -180,7 +180,7 @@ def test_acknowledging_is_idempotent_and_keeps_the_first(writer: Client, suffix:
     assert alert.acknowledged_by == "ops"
 
 
-def test_acknowledging_an_unknown_alert_is_404(writer: Client) -> None:
+def test_it_acknowledging_an_unknown_alert_is_404(writer: Client) -> None:
     response = writer.post(f"{ALERTS}424242/acknowledge")
 
     assert response.status_code == 404

@@ -193,7 +193,7 @@ def test_it_stores_only_a_hash_of_the_key_and_records_its_last_use(staff: User) 
     assert token.last_used_at is not None
 
 
-def test_a_non_staff_session_reads_but_cannot_start_recovery_or_acknowledge(
+def test_it_a_non_staff_session_reads_but_cannot_start_recovery_or_acknowledge(
     member: User, alert: Alert
 ) -> None:
     browser = Client(enforce_csrf_checks=True)
@@ -207,7 +207,7 @@ def test_a_non_staff_session_reads_but_cannot_start_recovery_or_acknowledge(
     assert RecoveryRun.objects.count() == 0
 
 
-def test_a_staff_session_writes_only_with_its_csrf_token(staff: User, alert: Alert) -> None:
+def test_it_a_staff_session_writes_only_with_its_csrf_token(staff: User, alert: Alert) -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(staff)
 
@@ -226,7 +226,7 @@ def test_a_staff_session_writes_only_with_its_csrf_token(staff: User, alert: Ale
 
 
 @override_settings(PUBLIC_DASHBOARD=True)
-def test_a_public_dashboard_opens_reads_to_anyone_but_not_writes(alert: Alert) -> None:
+def test_it_a_public_dashboard_opens_reads_to_anyone_but_not_writes(alert: Alert) -> None:
     anonymous = Client()
 
     assert anonymous.get(ALERTS).json()["count"] == 1
@@ -260,7 +260,7 @@ def test_it_throttles_writes_per_user_in_redis_with_retry_after(staff: User, ale
     assert len(keys) == 1
 
 
-def test_writes_go_through_when_the_throttle_cache_is_unreachable(staff: User, alert: Alert) -> None:
+def test_it_writes_go_through_when_the_throttle_cache_is_unreachable(staff: User, alert: Alert) -> None:
     writer = token_client(staff, TokenScope.WRITE)
     with socket.socket() as sock:  # a port nothing listens on: Redis is down
         sock.bind(("127.0.0.1", 0))
@@ -304,7 +304,9 @@ def test_writes_go_through_when_the_throttle_cache_is_unreachable(staff: User, a
         ),
     ],
 )
-def test_every_error_has_the_same_shape(staff: User, method: str, path: str, status: int, body: Any) -> None:
+def test_it_every_error_has_the_same_shape(
+    staff: User, method: str, path: str, status: int, body: Any
+) -> None:
     client = token_client(staff, TokenScope.WRITE)
 
     response = getattr(client, method)(path)
@@ -314,7 +316,7 @@ def test_every_error_has_the_same_shape(staff: User, method: str, path: str, sta
     assert response.json() == body
 
 
-def test_a_body_that_is_not_json_is_415_in_the_same_shape(staff: User) -> None:
+def test_it_a_body_that_is_not_json_is_415_in_the_same_shape(staff: User) -> None:
     writer = token_client(staff, TokenScope.WRITE)
 
     response = writer.post(REPLAYS, {"all_pending": "true"})  # a form post
@@ -325,7 +327,7 @@ def test_a_body_that_is_not_json_is_415_in_the_same_shape(staff: User) -> None:
     }
 
 
-def test_the_signature_intake_stays_open_without_credentials() -> None:
+def test_it_the_signature_intake_stays_open_without_credentials() -> None:
     response = Client().post("/api/v1/signatures", data="{}", content_type="application/json")
 
     assert response.status_code == 400, "its own checks answer, not authentication"
@@ -338,7 +340,7 @@ def test_the_signature_intake_stays_open_without_credentials() -> None:
 ADMIN_TOKENS = "/admin/controlplane/apitoken/"
 
 
-def test_staff_create_a_token_in_the_admin_and_see_its_key_once(staff: User, alert: Alert) -> None:
+def test_it_staff_create_a_token_in_the_admin_and_see_its_key_once(staff: User, alert: Alert) -> None:
     boss = User.objects.create_superuser(username="boss", password="pw-not-used")
     admin = Client()
     admin.force_login(boss)
@@ -358,7 +360,7 @@ def test_staff_create_a_token_in_the_admin_and_see_its_key_once(staff: User, ale
     assert Client(headers={"authorization": f"Token {key}"}).post(ack_url(alert)).status_code == 200
 
 
-def test_the_admin_refuses_a_write_token_for_a_non_staff_user(member: User) -> None:
+def test_it_the_admin_refuses_a_write_token_for_a_non_staff_user(member: User) -> None:
     boss = User.objects.create_superuser(username="boss", password="pw-not-used")
     admin = Client()
     admin.force_login(boss)
@@ -370,7 +372,7 @@ def test_the_admin_refuses_a_write_token_for_a_non_staff_user(member: User) -> N
     assert ApiToken.objects.count() == 0
 
 
-def test_staff_revoke_tokens_in_the_admin_and_cannot_delete_them(staff: User) -> None:
+def test_it_staff_revoke_tokens_in_the_admin_and_cannot_delete_them(staff: User) -> None:
     boss = User.objects.create_superuser(username="boss", password="pw-not-used")
     admin = Client()
     admin.force_login(boss)

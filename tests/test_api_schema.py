@@ -196,7 +196,7 @@ def _checker(strategy: Any, headers: dict[str, str], seen: set[int]) -> Callable
     return check
 
 
-def test_the_api_conforms_to_its_schema(api_schema: Any, known: dict[str, Any], staff_key: str) -> None:
+def test_it_the_api_conforms_to_its_schema(api_schema: Any, known: dict[str, Any], staff_key: str) -> None:
     """Every operation, as a staff write token: no 500s; status codes, content types, headers and bodies as
     documented; schema-valid input accepted and invalid input refused; 401 where authentication is declared."""
     headers = {"Authorization": f"Token {staff_key}"}

@@ -27,7 +27,7 @@ def pages() -> list[str]:
 
 
 @override_settings(PUBLIC_DASHBOARD=False)
-def test_every_page_sends_a_stranger_to_the_login_page(client: Client, pages: list[str]) -> None:
+def test_it_every_page_sends_a_stranger_to_the_login_page(client: Client, pages: list[str]) -> None:
     for page in pages:
         response = client.get(page + "?x=1")
         assert response.status_code == 302, page
@@ -36,7 +36,7 @@ def test_every_page_sends_a_stranger_to_the_login_page(client: Client, pages: li
 
 
 @override_settings(PUBLIC_DASHBOARD=True)
-def test_a_public_dashboard_shows_every_page_without_login_and_without_buttons(
+def test_it_a_public_dashboard_shows_every_page_without_login_and_without_buttons(
     client: Client, pages: list[str]
 ) -> None:
     for page in pages:
@@ -47,7 +47,7 @@ def test_a_public_dashboard_shows_every_page_without_login_and_without_buttons(
         assert "Log in" in html
 
 
-def test_logging_in_leads_back_to_the_page_asked_for_and_logging_out_leaves(client: Client) -> None:
+def test_it_logging_in_leads_back_to_the_page_asked_for_and_logging_out_leaves(client: Client) -> None:
     get_user_model().objects.create_user("carol", password="correct horse battery")
 
     form = client.get("/login/?next=/operators/")
@@ -69,7 +69,7 @@ def test_logging_in_leads_back_to_the_page_asked_for_and_logging_out_leaves(clie
     assert client.get("/").status_code == 302
 
 
-def test_a_logged_in_user_is_not_shown_the_login_form_again(client: Client) -> None:
+def test_it_a_logged_in_user_is_not_shown_the_login_form_again(client: Client) -> None:
     client.force_login(get_user_model().objects.create_user("dave", password="x"))
 
     response = client.get("/login/")
@@ -78,7 +78,7 @@ def test_a_logged_in_user_is_not_shown_the_login_form_again(client: Client) -> N
     assert response["Location"] == "/"
 
 
-def test_make_run_creates_the_staff_account_once_with_a_random_password(client: Client) -> None:
+def test_it_make_run_creates_the_staff_account_once_with_a_random_password(client: Client) -> None:
     first = staff_account_ensure()
     second = staff_account_ensure()
 

@@ -146,7 +146,7 @@ def test_it_pages_the_list_newest_first(user_client: Client) -> None:
     assert "(55 in all)" in second
 
 
-def test_the_list_costs_a_fixed_number_of_queries(
+def test_it_the_list_costs_a_fixed_number_of_queries(
     user_client: Client, network: dict, django_assert_max_num_queries: object
 ) -> None:
     for i in range(30):
@@ -213,7 +213,7 @@ def test_it_shows_one_batch_with_its_signers_non_signers_and_timeline(
     assert html.index("Created at block 120") < html.index("Quorum reached")
 
 
-def test_the_batch_snapshot_matches_the_page(network: dict) -> None:
+def test_it_the_batch_snapshot_matches_the_page(network: dict) -> None:
     batch = batch_create(label="snap", created_block=120)
     signature_create(batch=batch, operator=network["big"])
     signature_create(batch=batch, operator=network["mid"], status=SignatureStatus.PENDING)

@@ -135,7 +135,7 @@ def test_it_filters_operators_by_state(user_client: Client, flaky: dict) -> None
     assert len(rows(user_client.get("/operators/?state=whatever").content.decode())) == 3
 
 
-def test_the_operator_list_costs_a_fixed_number_of_queries(
+def test_it_the_operator_list_costs_a_fixed_number_of_queries(
     user_client: Client, django_assert_max_num_queries: object
 ) -> None:
     now = timezone.now()
@@ -200,7 +200,9 @@ def test_it_splits_a_window_into_state_segments() -> None:
     assert segments[-1].end == now
 
 
-def test_catch_up_buttons_are_for_staff_only(user_client: Client, staff_client: Client, flaky: dict) -> None:
+def test_it_catch_up_buttons_are_for_staff_only(
+    user_client: Client, staff_client: Client, flaky: dict
+) -> None:
     url = f"/operators/{flaky['flaky'].operator_id}/"
     assert 'data-testid="recovery-dry-run"' not in user_client.get(url).content.decode()
 

@@ -135,7 +135,7 @@ def test_it_lists_the_latest_ten_batches_newest_first_with_their_bars(user_clien
     assert html.count('data-testid="quorum-bar"') == 10
 
 
-def test_the_snapshot_has_the_fields_the_socket_promises(ledger: dict) -> None:
+def test_it_the_snapshot_has_the_fields_the_socket_promises(ledger: dict) -> None:
     data = overview_snapshot_data()
 
     assert data["stake_online_percent"] == 55.0
@@ -171,7 +171,7 @@ def test_it_renders_an_empty_ledger(user_client: Client) -> None:
     assert re.search(r'data-snap="stake_online_percent" data-format="pct">—<', html)
 
 
-def test_the_overview_costs_a_fixed_number_of_queries(
+def test_it_the_overview_costs_a_fixed_number_of_queries(
     user_client: Client, ledger: dict, django_assert_max_num_queries: object
 ) -> None:
     for i in range(20):

@@ -77,7 +77,7 @@ def test_it_shows_runs_with_who_when_outcome_and_their_tasks(user_client: Client
     assert re.findall(r'data-testid="recovery-run" data-run-id="(\d+)"', replays_only) == [str(run.id)]
 
 
-def test_buttons_are_shown_to_staff_only(user_client: Client, staff_client: Client) -> None:
+def test_it_buttons_are_shown_to_staff_only(user_client: Client, staff_client: Client) -> None:
     assert 'data-testid="recovery-start"' not in user_client.get("/recovery/").content.decode()
     assert "Start a run" not in user_client.get("/recovery/").content.decode()
 
@@ -89,7 +89,7 @@ def test_buttons_are_shown_to_staff_only(user_client: Client, staff_client: Clie
     assert 'data-catchup-url="/api/v1/recovery/catchups"' in html
 
 
-def test_a_staff_page_can_start_a_dry_run_with_its_csrf_token_and_others_cannot(
+def test_it_a_staff_page_can_start_a_dry_run_with_its_csrf_token_and_others_cannot(
     user_client: Client, staff_client: Client
 ) -> None:
     batch = batch_create(label="pending")
@@ -119,7 +119,7 @@ def test_a_staff_page_can_start_a_dry_run_with_its_csrf_token_and_others_cannot(
     assert RecoveryRun.objects.count() == 1
 
 
-def test_the_page_has_a_csrf_token_for_the_buttons(staff_client: Client) -> None:
+def test_it_the_page_has_a_csrf_token_for_the_buttons(staff_client: Client) -> None:
     html = staff_client.get("/recovery/").content.decode()
 
     match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
@@ -127,7 +127,7 @@ def test_the_page_has_a_csrf_token_for_the_buttons(staff_client: Client) -> None
     assert len(match.group(1)) >= 32
 
 
-def test_the_recovery_page_costs_a_fixed_number_of_queries(
+def test_it_the_recovery_page_costs_a_fixed_number_of_queries(
     user_client: Client, django_assert_max_num_queries: object
 ) -> None:
     for i in range(12):

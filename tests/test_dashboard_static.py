@@ -18,7 +18,7 @@ from monitoring.dashboard.formatting import eth_display, percent_display, relati
 from tests.factories import batch_create
 
 
-def test_the_committed_vendored_files_match_the_pinned_packages() -> None:
+def test_it_the_committed_vendored_files_match_the_pinned_packages() -> None:
     assert vendor_check() == []
     assert main(["--check"]) == 0
 
@@ -33,7 +33,7 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_check_catches_a_stale_copy_and_vendoring_repairs_it(tree: Path) -> None:
+def test_it_the_check_catches_a_stale_copy_and_vendoring_repairs_it(tree: Path) -> None:
     copy = tree / VENDOR_DIR / "htmx" / "htmx.min.js"
     copy.write_bytes(copy.read_bytes() + b"\n// edited by hand")
     (tree / VENDOR_DIR / "uplot" / "uPlot.min.css").unlink()
@@ -46,7 +46,7 @@ def test_the_check_catches_a_stale_copy_and_vendoring_repairs_it(tree: Path) -> 
     assert vendor_check(root=tree) == []
 
 
-def test_the_check_catches_an_installed_version_other_than_the_pin(tree: Path) -> None:
+def test_it_the_check_catches_an_installed_version_other_than_the_pin(tree: Path) -> None:
     manifest = json.loads((tree / "package.json").read_text())
     manifest["dependencies"]["uplot"] = "1.0.0"
     (tree / "package.json").write_text(json.dumps(manifest))
@@ -69,7 +69,7 @@ def test_the_check_catches_an_installed_version_other_than_the_pin(tree: Path) -
         ("/static/vendor/uplot/uPlot.iife.min.js", "javascript"),
     ],
 )
-def test_the_web_app_serves_its_static_files_itself(client: Client, path: str, kind: str) -> None:
+def test_it_the_web_app_serves_its_static_files_itself(client: Client, path: str, kind: str) -> None:
     response = client.get(path)
 
     assert response.status_code == 200
@@ -79,7 +79,7 @@ def test_the_web_app_serves_its_static_files_itself(client: Client, path: str, k
 
 @pytest.mark.django_db
 @override_settings(PUBLIC_DASHBOARD=True)
-def test_pages_load_nothing_from_elsewhere(client: Client) -> None:
+def test_it_pages_load_nothing_from_elsewhere(client: Client) -> None:
     batch = batch_create(label="b")
     for page in ("/", "/batches/", f"/batches/{batch.identifier}/", "/operators/", "/recovery/", "/login/"):
         html = client.get(page).content.decode()
@@ -88,7 +88,7 @@ def test_pages_load_nothing_from_elsewhere(client: Client) -> None:
         assert all(s.startswith("/static/") or s.startswith("data:") for s in sources), (page, sources)
 
 
-def test_numbers_are_formatted_for_people() -> None:
+def test_it_numbers_are_formatted_for_people() -> None:
     assert eth_display(Decimal(32 * 10**18)) == "32.00"
     assert eth_display(1234567 * 10**16) == "12,345.67"
     assert eth_display(10**15) == "<0.01"

@@ -171,7 +171,7 @@ def test_it_follows_new_batches_and_responds_once_67_percent_signed(net, make_no
     assert _sign(node, net, root, 0).json()["status"] == "responded"
 
 
-def test_unknown_task_until_announced(net, make_node):
+def test_it_unknown_task_until_announced(net, make_node):
     root = _new_root(net)  # created before the aggregator starts: it never sees this event
     node = make_node()
     time.sleep(0.3)
@@ -192,7 +192,7 @@ def test_unknown_task_until_announced(net, make_node):
     assert len(_verified_logs(net, root)) == 1
 
 
-def test_announcement_is_checked_against_the_chain(net, make_node):
+def test_it_announcement_is_checked_against_the_chain(net, make_node):
     answered = _new_root(net)
     net.respond(root=answered, signers=[1, 2, 3])
     node = make_node()
@@ -210,7 +210,7 @@ def test_announcement_is_checked_against_the_chain(net, make_node):
     assert _health(node)["tasks"] == []
 
 
-def test_a_task_expires_after_its_window(net, make_node, caplog):
+def test_it_a_task_expires_after_its_window(net, make_node, caplog):
     caplog.set_level(logging.INFO, logger="devnet.aggregator")
     node = make_node(aggregator_task_window=1.0)
     root = _new_root(net)
@@ -231,7 +231,7 @@ def test_a_task_expires_after_its_window(net, make_node, caplog):
     assert _sign(node, net, root, 2).json()["status"] == "accepted"
 
 
-def test_health_shows_boot_id_and_a_restart_loses_everything(net, make_node):
+def test_it_health_shows_boot_id_and_a_restart_loses_everything(net, make_node):
     state = _state(net)
     first = make_node(state=state)
     root = _new_root(net)
@@ -255,7 +255,7 @@ def test_health_shows_boot_id_and_a_restart_loses_everything(net, make_node):
     assert _sign(second, net, root, 2).json()["code"] == "unknown_task"
 
 
-def test_no_second_response_for_a_batch_already_verified(net, make_node, caplog):
+def test_it_no_second_response_for_a_batch_already_verified(net, make_node, caplog):
     caplog.set_level(logging.INFO, logger="devnet.aggregator")
     # A slow follower: the aggregator does not see BatchVerified, so its submitter must check the chain.
     node = make_node(aggregator_poll_interval=60)
@@ -280,7 +280,7 @@ def test_no_second_response_for_a_batch_already_verified(net, make_node, caplog)
     assert len(_verified_logs(net, root)) == 1
 
 
-def test_bad_submissions_are_refused_and_do_not_count(net, make_node):
+def test_it_bad_submissions_are_refused_and_do_not_count(net, make_node):
     node = make_node()
     root = _new_root(net)
     _wait(lambda: _task(node, root))
@@ -306,7 +306,7 @@ def test_bad_submissions_are_refused_and_do_not_count(net, make_node):
     assert requests.get(node.url + "/nope", timeout=5).status_code == 404
 
 
-def test_a_failed_send_is_retried_with_a_bumped_fee(net, make_node, caplog):
+def test_it_a_failed_send_is_retried_with_a_bumped_fee(net, make_node, caplog):
     node = make_node()
     fees: list[int] = []
     send_once = node._send_once
@@ -328,7 +328,7 @@ def test_a_failed_send_is_retried_with_a_bumped_fee(net, make_node, caplog):
     assert "retry 2/5" in caplog.text
 
 
-def test_run_aggregator_stops_on_its_event(net):
+def test_it_run_aggregator_stops_on_its_event(net):
     state = _state(net)
     stop = threading.Event()
     thread = threading.Thread(target=run_aggregator, kwargs={"state": state, "stop": stop})

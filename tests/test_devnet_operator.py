@@ -273,7 +273,7 @@ def test_it_follows_only_from_its_start_block_and_catches_up_when_asked(env: Env
 # ------------------------------------------------------------------------------------------------- sending
 
 
-def test_direct_mode_gives_up_after_its_tries(env: Env) -> None:
+def test_it_direct_mode_gives_up_after_its_tries(env: Env) -> None:
     env.receiver.statuses = [404]  # the aggregator does not know the task yet: retried like any failure
     env.receiver.status = 503
     node = env.operator(direct=True, direct_retry_interval=0.02, direct_max_tries=4)
@@ -291,7 +291,7 @@ def test_direct_mode_gives_up_after_its_tries(env: Env) -> None:
     assert values["eigen_performance_score"] == 0
 
 
-def test_normal_mode_retries_until_accepted_and_gives_up_on_a_refusal(env: Env) -> None:
+def test_it_normal_mode_retries_until_accepted_and_gives_up_on_a_refusal(env: Env) -> None:
     env.receiver.statuses = [503, 429, 202, 400]
     node = env.operator(backoff_base=0.01, backoff_cap=0.02)
     env.task(seed=501)
@@ -305,7 +305,7 @@ def test_normal_mode_retries_until_accepted_and_gives_up_on_a_refusal(env: Env) 
     assert node.counters()["responses_failed"] == 3
 
 
-def test_a_backed_up_send_queue_makes_the_signer_partially_healthy(env: Env) -> None:
+def test_it_a_backed_up_send_queue_makes_the_signer_partially_healthy(env: Env) -> None:
     env.receiver.status = 503
     node = env.operator(backoff_base=0.05, backoff_cap=0.05, send_backlog_degraded=1)
     env.task(seed=601)
@@ -320,7 +320,7 @@ def test_a_backed_up_send_queue_makes_the_signer_partially_healthy(env: Env) -> 
 # ------------------------------------------------------------------------------------------------- node API
 
 
-def test_node_api_shapes(env: Env) -> None:
+def test_it_node_api_shapes(env: Env) -> None:
     node = env.operator(index=2)
 
     answer = get(node, "/eigen/node")
@@ -347,7 +347,7 @@ def test_node_api_shapes(env: Env) -> None:
     assert get(node, "/nothing").status_code == 404
 
 
-def test_health_follows_the_chain_connection(env: Env) -> None:
+def test_it_health_follows_the_chain_connection(env: Env) -> None:
     with FaultProxy(env.net.anvil.url, fail_methods={"eth_blockNumber", "eth_getLogs"}) as proxy:
         node = env.operator(rpc_url=proxy.url, unhealthy_after=0.6)
         assert get(node, "/eigen/node/health").status_code == 200
@@ -367,7 +367,7 @@ def test_health_follows_the_chain_connection(env: Env) -> None:
         assert metrics(node)["devnet_operator_chain_poll_failures_total"] >= 3
 
 
-def test_a_node_that_never_reached_the_chain_is_initializing_then_unhealthy(env: Env) -> None:
+def test_it_a_node_that_never_reached_the_chain_is_initializing_then_unhealthy(env: Env) -> None:
     node = env.operator(rpc_url=f"http://127.0.0.1:{free_port()}", wait=False, unhealthy_after=0.5)
     assert get(node, "/eigen/node/health").status_code == 206
     statuses = {s["id"]: s["status"] for s in get(node, "/eigen/node/services").json()["services"]}
@@ -375,7 +375,7 @@ def test_a_node_that_never_reached_the_chain_is_initializing_then_unhealthy(env:
     assert wait_until(lambda: get(node, "/eigen/node/health").status_code == 503, timeout=3)
 
 
-def test_metrics_in_prometheus_text_format(env: Env) -> None:
+def test_it_metrics_in_prometheus_text_format(env: Env) -> None:
     node = env.operator()
     env.task(seed=801)
     assert wait_until(lambda: node.counters()["responses_sent"] == 1, timeout=3)
@@ -401,7 +401,7 @@ def test_metrics_in_prometheus_text_format(env: Env) -> None:
 # ------------------------------------------------------------------------------------------------- control
 
 
-def test_control_endpoint_authenticates_and_validates(env: Env) -> None:
+def test_it_control_endpoint_authenticates_and_validates(env: Env) -> None:
     node = env.operator()
     good: dict[str, Any] = {"batches": []}
 
@@ -437,7 +437,7 @@ def test_control_endpoint_authenticates_and_validates(env: Env) -> None:
     assert node.counters()["batches_seen"] == 0
 
 
-def test_control_request_for_a_bad_pointer_is_refused_and_can_be_retried(env: Env) -> None:
+def test_it_control_request_for_a_bad_pointer_is_refused_and_can_be_retried(env: Env) -> None:
     node = env.operator(download_attempts=1)
     batch = make_batch(rng=random.Random(901), proofs=2)
     root = "0x" + batch.merkle_root.hex()
@@ -456,7 +456,7 @@ def test_control_request_for_a_bad_pointer_is_refused_and_can_be_retried(env: En
     assert wait_until(lambda: env.receiver.roots() == [root], timeout=3)
 
 
-def test_parse_control_request_normalises_hex() -> None:
+def test_it_parse_control_request_normalises_hex() -> None:
     tasks = parse_control_request(
         json.dumps(
             {
@@ -477,7 +477,7 @@ def test_parse_control_request_normalises_hex() -> None:
 # ------------------------------------------------------------------------------------------------ process
 
 
-def test_run_operator_serves_until_sigterm(env: Env, tmp_path: Path) -> None:
+def test_it_run_operator_serves_until_sigterm(env: Env, tmp_path: Path) -> None:
     state = env.state()
     state_file = tmp_path / "devnet.json"
     state_file.write_text(json.dumps(state))

@@ -301,7 +301,7 @@ def test_it_retries_with_a_reason_when_the_operator_cannot_be_reached(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
+def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     client: Any, env: Env, settings: Any, live_server: Any, tmp_path: Path
 ) -> None:
     settings.CATCHUP_CHUNK = 1

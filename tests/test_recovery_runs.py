@@ -82,7 +82,7 @@ def staff_api(staff: User) -> APIClient:
 # --- services ---------------------------------------------------------------------------------
 
 
-def test_a_dry_run_is_audited_and_requests_nothing(ledger: dict[str, Any]) -> None:
+def test_it_a_dry_run_is_audited_and_requests_nothing(ledger: dict[str, Any]) -> None:
     a = ledger["a"]
 
     run = recovery_run_start(
@@ -110,7 +110,7 @@ def test_a_dry_run_is_audited_and_requests_nothing(ledger: dict[str, Any]) -> No
     assert run.plan["skipped"] == []
 
 
-def test_a_run_requests_one_task_per_pending_batch_and_never_replays_a_verified_one(
+def test_it_a_run_requests_one_task_per_pending_batch_and_never_replays_a_verified_one(
     ledger: dict[str, Any],
 ) -> None:
     a, b, c = ledger["a"], ledger["b"], ledger["c"]
@@ -147,7 +147,7 @@ def test_a_run_requests_one_task_per_pending_batch_and_never_replays_a_verified_
     assert RecoveryRun.objects.count() == 3
 
 
-def test_an_open_task_requested_by_no_run_joins_the_run(ledger: dict[str, Any]) -> None:
+def test_it_an_open_task_requested_by_no_run_joins_the_run(ledger: dict[str, Any]) -> None:
     from recovery.services.tasks import recovery_task_request
 
     system_task, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject=ledger["b"].identifier)
@@ -161,7 +161,7 @@ def test_an_open_task_requested_by_no_run_joins_the_run(ledger: dict[str, Any]) 
     assert run.outcome == "1 replay task requested (1 already open)"
 
 
-def test_bad_scopes_are_refused_with_a_clear_message(ledger: dict[str, Any]) -> None:
+def test_it_bad_scopes_are_refused_with_a_clear_message(ledger: dict[str, Any]) -> None:
     unknown = hex32("no-such-batch")
     with pytest.raises(ValueError, match=f"no batch with identifier {unknown}"):
         replay_plan(scope=unknown)
@@ -174,7 +174,7 @@ def test_bad_scopes_are_refused_with_a_clear_message(ledger: dict[str, Any]) -> 
     assert RecoveryRun.objects.count() == 0
 
 
-def test_all_pending_with_nothing_pending_is_nothing_to_do() -> None:
+def test_it_all_pending_with_nothing_pending_is_nothing_to_do() -> None:
     batch_create(label="done", verified_block=7, created_block=5)
 
     run = recovery_run_start(kind=RecoveryKind.REPLAY, scope="all-pending", requested_by="ops", dry_run=False)
@@ -183,7 +183,7 @@ def test_all_pending_with_nothing_pending_is_nothing_to_do() -> None:
     assert RecoveryTask.objects.count() == 0
 
 
-def test_a_catchup_plans_only_the_batches_the_operator_has_not_signed(ledger: dict[str, Any]) -> None:
+def test_it_a_catchup_plans_only_the_batches_the_operator_has_not_signed(ledger: dict[str, Any]) -> None:
     alice = ledger["alice"]
     d = batch_create(label="d", created_block=103)
     signature_create(batch=d, operator=ledger["bob"])
@@ -222,7 +222,7 @@ def test_a_catchup_plans_only_the_batches_the_operator_has_not_signed(ledger: di
 # --- REST API ---------------------------------------------------------------------------------
 
 
-def test_starting_a_run_needs_a_staff_write_token(ledger: dict[str, Any], staff: User) -> None:
+def test_it_starting_a_run_needs_a_staff_write_token(ledger: dict[str, Any], staff: User) -> None:
     body = {"batch": ledger["a"].identifier}
     anonymous = APIClient()
     response = anonymous.post(REPLAYS, body, format="json")
@@ -266,7 +266,7 @@ def test_starting_a_run_needs_a_staff_write_token(ledger: dict[str, Any], staff:
     assert RecoveryRun.objects.count() == 0
 
 
-def test_a_staff_token_starts_a_replay(ledger: dict[str, Any], staff_api: APIClient) -> None:
+def test_it_a_staff_token_starts_a_replay(ledger: dict[str, Any], staff_api: APIClient) -> None:
     a = ledger["a"]
 
     response = staff_api.post(REPLAYS, {"batch": a.identifier}, format="json")
@@ -306,7 +306,7 @@ def test_a_staff_token_starts_a_replay(ledger: dict[str, Any], staff_api: APICli
     }
 
 
-def test_api_dry_runs_and_all_pending(ledger: dict[str, Any], staff_api: APIClient) -> None:
+def test_it_api_dry_runs_and_all_pending(ledger: dict[str, Any], staff_api: APIClient) -> None:
     dry = staff_api.post(REPLAYS, {"all_pending": True, "dry_run": True}, format="json")
     assert dry.status_code == 200
     assert dry.json()["dry_run"] is True
@@ -350,7 +350,7 @@ def test_api_dry_runs_and_all_pending(ledger: dict[str, Any], staff_api: APIClie
         (CATCHUPS, {"operator_id": hex32("nobody")}, "operator_id", "no operator"),
     ],
 )
-def test_bad_input_is_400_naming_the_field(
+def test_it_bad_input_is_400_naming_the_field(
     ledger: dict[str, Any], staff_api: APIClient, url: str, body: dict[str, Any], field: str, message: str
 ) -> None:
     response = staff_api.post(url, body, format="json")
@@ -361,14 +361,16 @@ def test_bad_input_is_400_naming_the_field(
     assert RecoveryRun.objects.count() == 0
 
 
-def test_a_body_that_is_not_an_object_is_400(staff_api: APIClient) -> None:
+def test_it_a_body_that_is_not_an_object_is_400(staff_api: APIClient) -> None:
     assert staff_api.post(REPLAYS, [1, 2], format="json").status_code == 400
     malformed = staff_api.post(REPLAYS, "{nope", content_type="application/json")
     assert malformed.status_code == 400
     assert "error" in malformed.json()
 
 
-def test_runs_are_listed_newest_first_with_their_tasks(ledger: dict[str, Any], staff_api: APIClient) -> None:
+def test_it_runs_are_listed_newest_first_with_their_tasks(
+    ledger: dict[str, Any], staff_api: APIClient
+) -> None:
     first = recovery_run_start(kind=RecoveryKind.REPLAY, scope="all-pending", requested_by="x", dry_run=True)
     second = recovery_run_start(
         kind=RecoveryKind.REPLAY, scope=ledger["b"].identifier, requested_by="y", dry_run=False
@@ -394,7 +396,7 @@ def test_runs_are_listed_newest_first_with_their_tasks(ledger: dict[str, Any], s
     assert staff_api.get(f"{RUNS}/abc").json() == {"error": "no run with this id", "field": "id"}
 
 
-def test_runs_are_filtered_by_kind_and_dry_run(ledger: dict[str, Any], staff_api: APIClient) -> None:
+def test_it_runs_are_filtered_by_kind_and_dry_run(ledger: dict[str, Any], staff_api: APIClient) -> None:
     dry_replay = recovery_run_start(
         kind=RecoveryKind.REPLAY, scope="all-pending", requested_by="x", dry_run=True
     )
@@ -432,7 +434,7 @@ def _admin_client(user: User, *codenames: str) -> Client:
     return client
 
 
-def test_admin_batch_actions_start_audited_runs(ledger: dict[str, Any], staff: User) -> None:
+def test_it_admin_batch_actions_start_audited_runs(ledger: dict[str, Any], staff: User) -> None:
     client = _admin_client(staff, "view_batch")
     a, c = ledger["a"], ledger["c"]
 
@@ -470,7 +472,7 @@ def test_admin_batch_actions_start_audited_runs(ledger: dict[str, Any], staff: U
     assert not task.run.dry_run
 
 
-def test_admin_operator_actions_start_catchups(ledger: dict[str, Any], staff: User) -> None:
+def test_it_admin_operator_actions_start_catchups(ledger: dict[str, Any], staff: User) -> None:
     client = _admin_client(staff, "view_operator")
     bob = ledger["bob"]
 
@@ -498,7 +500,9 @@ def test_admin_operator_actions_start_catchups(ledger: dict[str, Any], staff: Us
     assert (task.kind, task.subject, task.requested_by) == ("catchup", bob.operator_id, "ops-alice")
 
 
-def test_admin_starts_an_all_pending_replay_and_shows_its_plan(ledger: dict[str, Any], staff: User) -> None:
+def test_it_admin_starts_an_all_pending_replay_and_shows_its_plan(
+    ledger: dict[str, Any], staff: User
+) -> None:
     client = _admin_client(staff, "add_recoveryrun", "view_recoveryrun", "view_recoverytask")
 
     refused = client.post(
@@ -525,7 +529,7 @@ def test_admin_starts_an_all_pending_replay_and_shows_its_plan(ledger: dict[str,
     assert client.get("/admin/recovery/recoveryrun/").status_code == 200
 
 
-def test_admin_actions_need_staff(ledger: dict[str, Any]) -> None:
+def test_it_admin_actions_need_staff(ledger: dict[str, Any]) -> None:
     user = User.objects.create_user(username="not-staff", password="pw-not-used")
     client = _admin_client(user, "view_batch")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
 
 from monitoring.alerts.conditions import SUBJECT_LIMIT, Condition, Rule, short
 from monitoring.alerts.observe import RuleContext
@@ -43,14 +42,10 @@ def aggregator_unreachable(ctx: RuleContext) -> list[Condition]:
     ]
 
 
-def _restart_replays_open(boot: AggregatorBoot) -> int:
-    """Open replays owed to this boot: those the recovery watch requested for it (it names the boot in their
-    reason), and any replay already open when it appeared (it runs against the current aggregator too)."""
-    return RecoveryTask.objects.filter(
-        Q(reason__endswith=f"-> {boot.boot_id[:8]}") | Q(created_at__lte=boot.first_seen_at),
-        kind=RecoveryKind.REPLAY,
-        status__in=OPEN_STATUSES,
-    ).count()
+def _restart_replays_open() -> int:
+    """Open replays: whoever requested them (the watch on the new boot, a stuck batch, staff), each one runs
+    against the current aggregator, so the restart is not over while any is open."""
+    return RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY, status__in=OPEN_STATUSES).count()
 
 
 def aggregator_restarted(ctx: RuleContext) -> list[Condition]:
@@ -63,7 +58,7 @@ def aggregator_restarted(ctx: RuleContext) -> list[Condition]:
     if len(boots) < 2:
         return []
     boot, previous = boots
-    replays = _restart_replays_open(boot)
+    replays = _restart_replays_open()
     if not replays:
         told = Alert.objects.filter(kind=AlertKind.AGGREGATOR_RESTARTED, subject=boot.boot_id).exists()
         if told or ctx.now - boot.first_seen_at > RESTART_NOTICE:
