@@ -8,13 +8,15 @@ Publishers never touch the channel layer, so they stay cheap and need no event l
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -25,7 +27,8 @@ logger = logging.getLogger("monitoring.live")
 # A message that waited longer (no relay was running) is stale: every socket connected since holds a snapshot
 # that covers it, and one connected before has its heartbeat.
 MAX_AGE_SECONDS = 10.0
-POP_TIMEOUT = 5
+# Short, so an abandoned BLPOP thread ends soon after its relay is cancelled.
+POP_TIMEOUT = 1
 ERROR_PAUSE = 1.0
 
 _relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
@@ -56,14 +59,22 @@ async def live_relay_deliver(raw: bytes | str) -> int:
 
 
 async def _relay() -> None:
-    # The socket waits longer than BLPOP itself (which answers nil after POP_TIMEOUT).
-    connection = aioredis.Redis.from_url(
+    # BLPOP runs on a thread of its own: a blocked asyncio read that is cancelled (the loop closing) can leave
+    # redis-py waiting forever, and so the loop's shutdown. A cancelled relay abandons its thread, which ends
+    # within POP_TIMEOUT (whatever it popped then is lost: subscribers see the gap and resync).
+    connection = redis.Redis.from_url(
         settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=POP_TIMEOUT + 5
     )
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
+    loop = asyncio.get_running_loop()
+    pop = functools.partial(connection.blpop, [OUTBOX_KEY], timeout=POP_TIMEOUT)
+    task = asyncio.current_task()
     try:
-        while True:
+        # A cancellation requested while the thread's answer was already on its way can be lost in the hand-over;
+        # checking for it each round still stops the relay (else the loop's shutdown would wait for it forever).
+        while task is None or not task.cancelling():
             try:
-                popped = await connection.blpop([OUTBOX_KEY], timeout=POP_TIMEOUT)
+                popped = await loop.run_in_executor(executor, pop)
                 if popped is not None:
                     await live_relay_deliver(popped[1])
             except asyncio.CancelledError:
@@ -73,4 +84,5 @@ async def _relay() -> None:
                 logger.warning("live relay: delivery failed", exc_info=True)
                 await asyncio.sleep(ERROR_PAUSE)
     finally:
-        await connection.aclose()
+        executor.submit(connection.close)
+        executor.shutdown(wait=False)
