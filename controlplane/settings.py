@@ -105,7 +105,9 @@ RQ_QUEUES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # redis-py 8 reads with a 5 s socket timeout by default, and channels_redis blocks 5 s waiting for a
+        # message: an idle socket's consumer would die with "Timeout reading" every few seconds.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}]},
     },
 }
 # Shared by every replica (the API's write throttle counts here); short timeouts, since Redis is disposable.

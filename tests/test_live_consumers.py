@@ -3,6 +3,7 @@ Postgres, a real chain ingested into the ledger; changes go through the real ser
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -172,6 +173,28 @@ def test_it_sends_a_change_after_a_committed_signature_to_both_groups(ledger, se
             await communicator.disconnect()
 
     expected_operator = signed_response(net, root=root, operator=2)["operatorId"]
+    run(scenario)
+
+
+def test_it_keeps_an_idle_socket_alive_past_the_redis_read_timeout(ledger, session, settings):
+    """redis-py reads with a 5 s timeout unless told otherwise, and the channel layer blocks 5 s for a message:
+    a socket idle that long must still be there for the next change."""
+    net, root, identifier = ledger
+    settings.LIVE_HEARTBEAT_SECONDS = 60.0
+
+    async def scenario() -> None:
+        communicator, snapshot = await connected(f"/ws/batches/{identifier}/", session=session)
+        await asyncio.sleep(7)
+        assert await communicator.receive_nothing(timeout=0.1)
+        await sync_to_async(submit)(net, root, 2)
+        change = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert (change["type"], change["seq"], change["kind"]) == (
+            "change",
+            snapshot["seq"] + 1,
+            "signature.accepted",
+        )
+        await communicator.disconnect()
+
     run(scenario)
 
 

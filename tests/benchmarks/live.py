@@ -1,6 +1,6 @@
 """Live-update latency: from a committed signature to the websocket frame in a real browser.
 
-Real daphne, real Postgres and Redis channel layer, Debian's chromium driven by Playwright on the overview page.
+Real daphne, real Postgres and Redis channel layer, Debian's chromium driven by Playwright on a batch page.
 Each sample posts one real signature to the intake (its 202 is sent after the commit) and waits for the browser to
 receive the matching ``signature.accepted`` frame. Measured in the same run: one plain HTTP round trip (GET
 /healthz) and the intake POST's own round trip.
@@ -9,6 +9,7 @@ receive the matching ``signature.accepted`` frame. Measured in the same run: one
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -69,21 +70,26 @@ def _frame_for(page: Any, signature_id: int, timeout: float = 10.0) -> float:
         if found is not None:
             return float(found) / 1000.0
         time.sleep(0.005)
-    raise TimeoutError(f"no frame for signature {signature_id} within {timeout:g} s")
+    seen = page.evaluate(
+        "window.__frames.map((f) => [f.message.type, f.message.seq, f.message.kind,"
+        " (f.message.data || {}).signature_id])"
+    )
+    raise TimeoutError(f"no frame for signature {signature_id} within {timeout:g} s; frames: {seen}")
 
 
-def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]]) -> dict[str, float]:
+def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]], page_path: str) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     child_env = {**env, "PUBLIC_DASHBOARD": "1", "LOG_LEVEL": "WARNING"}
+    log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
     web = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
         env=child_env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
         start_new_session=True,
     )
     session = requests.Session()
@@ -101,7 +107,7 @@ def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]]) -> dict[str
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
             page = browser.new_page()
             page.add_init_script(FRAME_RECORDER)
-            page.goto(base + "/")
+            page.goto(base + page_path)
             page.wait_for_function(
                 "window.__frames.some((f) => f.message.type === 'snapshot')", timeout=15000
             )
@@ -135,7 +141,7 @@ def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]]) -> dict[str
 
 def bench_live_report(result: dict[str, float]) -> None:
     post_to_frame = result["frame_after_post_ms"]
-    print(f"live updates: {int(result['samples'])} signatures, overview page open in chromium")
+    print(f"live updates: {int(result['samples'])} signatures of one batch, its page open in chromium")
     print(f"  plain HTTP round trip (GET /healthz):             {result['http_rtt_ms']:7.1f} ms (median)")
     print(f"  intake POST round trip (202 sent after commit):   {result['post_rtt_ms']:7.1f} ms (median)")
     print(

@@ -181,23 +181,21 @@ def bench_live_main(*, samples: int) -> None:
     reset_ledger()
     anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
     try:
-        net = net_deploy(anvil, operators=4, seed="bench-live")
+        net = net_deploy(anvil, operators=samples, seed="bench-live")
         make_logs(net, TASKS_PER_TX)
         net.ingester(confirmations=0).sync_once()
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM monitoring_signature")
-            cursor.execute(
-                "SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id LIMIT %s", [samples]
-            )
+            cursor.execute("SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id LIMIT 1")
             batches = [(r, s, i) for r, s, i in cursor.fetchall()]
-        # One signature per batch, so each sample is a new accepted signature (not a duplicate).
-        bodies = precompute(net, batches)[:: len(net.state["operators"])]
+        # Every operator signs the one batch whose page is open: each sample is a new accepted signature.
+        bodies = precompute(net, batches)
         env = {
             **net.env(),
             "DATABASE_URL": os.environ["DATABASE_URL"],
             "REDIS_URL": "redis://127.0.0.1:6379/14",
         }
-        bench_live_report(bench_live(env=env, bodies=bodies))
+        bench_live_report(bench_live(env=env, bodies=bodies, page_path=f"/batches/{batches[0][2]}/"))
     finally:
         anvil.stop()
 
@@ -235,7 +233,12 @@ def main() -> None:
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
     parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
-    parser.add_argument("--live-samples", type=int, default=40, help="signatures timed to the browser (live)")
+    parser.add_argument(
+        "--live-samples",
+        type=int,
+        default=20,
+        help="operators signing one batch, each timed to the browser (live)",
+    )
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         bench_ingest(args.logs, args.repeats)
