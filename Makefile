@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: run test bench setup lint typecheck contracts contracts-check vendor vendor-check services clean
+.PHONY: run test bench setup lint typecheck contracts contracts-check vendor vendor-check browser services clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,7 +48,12 @@ vendor: setup
 vendor-check: setup
 	$(PY) -m controlplane.vendor_static --check
 
-test: setup services lint typecheck contracts-check vendor-check
+# The browser tests drive Debian's chromium (Playwright's own browser download does not work here).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: setup services browser lint typecheck contracts-check vendor-check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup services

@@ -13,7 +13,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -147,9 +148,10 @@ def bench_ingest(total: int, repeats: int) -> None:
         anvil.stop()
 
 
-def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> None:
-    from tests.benchmarks.intake import bench_intake
-
+@contextmanager
+def bench_network(*, operators: int, batches: int, seed: str) -> Iterator[tuple[Net, dict[str, str]]]:
+    """A migrated, empty ledger; a real anvil with ``operators`` registered and ``batches`` ingested; the
+    environment for the control plane's processes."""
     problem = check_postgres(os.environ["DATABASE_URL"])
     if problem:
         sys.exit(f"bench: {problem}")
@@ -157,7 +159,7 @@ def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> N
     reset_ledger()
     anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
     try:
-        net = net_deploy(anvil, operators=operators, seed="bench-intake")
+        net = net_deploy(anvil, operators=operators, seed=seed)
         make_logs(net, batches)
         net.ingester(confirmations=0).sync_once()
         env = {
@@ -165,39 +167,30 @@ def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> N
             "DATABASE_URL": os.environ["DATABASE_URL"],
             "REDIS_URL": "redis://127.0.0.1:6379/14",
         }
-        bench_intake(net=net, env=env, backends=backends)
+        yield net, env
     finally:
         anvil.stop()
+
+
+def bench_intake_main(*, operators: int, batches: int, backends: list[str]) -> None:
+    from tests.benchmarks.intake import bench_intake
+
+    with bench_network(operators=operators, batches=batches, seed="bench-intake") as (net, env):
+        bench_intake(net=net, env=env, backends=backends)
 
 
 def bench_live_main(*, samples: int) -> None:
     from tests.benchmarks.intake import precompute
     from tests.benchmarks.live import bench_live, bench_live_report
 
-    problem = check_postgres(os.environ["DATABASE_URL"])
-    if problem:
-        sys.exit(f"bench: {problem}")
-    call_command("migrate", verbosity=0)
-    reset_ledger()
-    anvil = start_anvil(extra_args=["--gas-limit", "30000000"])
-    try:
-        net = net_deploy(anvil, operators=samples, seed="bench-live")
-        make_logs(net, TASKS_PER_TX)
-        net.ingester(confirmations=0).sync_once()
+    with bench_network(operators=samples, batches=TASKS_PER_TX, seed="bench-live") as (net, env):
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM monitoring_signature")
             cursor.execute("SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id LIMIT 1")
             batches = [(r, s, i) for r, s, i in cursor.fetchall()]
         # Every operator signs the one batch whose page is open: each sample is a new accepted signature.
         bodies = precompute(net, batches)
-        env = {
-            **net.env(),
-            "DATABASE_URL": os.environ["DATABASE_URL"],
-            "REDIS_URL": "redis://127.0.0.1:6379/14",
-        }
         bench_live_report(bench_live(env=env, bodies=bodies, page_path=f"/batches/{batches[0][2]}/"))
-    finally:
-        anvil.stop()
 
 
 def bench_bls(signers: int) -> None:
