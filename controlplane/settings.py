@@ -258,6 +258,8 @@ RECOVERY_STUCK_BLOCKS = env_int("RECOVERY_STUCK_BLOCKS", 10, minimum=1)
 # An operator lacking a signature on a pending batch older than this is asked to catch up.
 RECOVERY_CATCHUP_GRACE = env_float("RECOVERY_CATCHUP_GRACE", 15.0, minimum=0.0)
 CATCHUP_CHUNK = env_int("CATCHUP_CHUNK", 50, minimum=1)
+# An owed batch is asked about again and again while it is pending, each time later (the grace, doubling) up to this.
+RECOVERY_CATCHUP_ASK_CAP = env_float("RECOVERY_CATCHUP_ASK_CAP", 300.0, minimum=1.0)
 
 # --- Alerts ------------------------------------------------------------------------------------
 # Rules are evaluated every ALERTS_INTERVAL seconds by `manage.py alerts` (one active replica).

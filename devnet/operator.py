@@ -58,6 +58,8 @@ CONTROL_MAX_BATCHES = 100
 MAX_POINTER_LENGTH = 2048
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 PERFORMANCE_WINDOW = 100
+# Refusals remembered, oldest forgotten first (a forgotten one is simply checked, and refused, again).
+REFUSALS_KEPT = 10_000
 # 4xx answers from the control plane that mean "later", not "never".
 RETRYABLE_4XX = frozenset({408, 429})
 
@@ -279,6 +281,8 @@ class OperatorNode:
         self._outcomes: deque[bool] = deque(maxlen=PERFORMANCE_WINDOW)
         # (root, sender) -> "processing" | "signed": what not to do twice in this process's life.
         self._batches: dict[tuple[str, str], str] = {}
+        # (root, sender) -> why it was refused on purpose (a bad batch): told to the control plane when it asks.
+        self._refused: dict[tuple[str, str], str] = {}
         self._work: queue.Queue[BatchTask | None] = queue.Queue()
 
         self._send_cond = threading.Condition()
@@ -541,6 +545,10 @@ class OperatorNode:
         """Not signed. ``good``: refusing was the right answer (bad batch), not a failure of this node."""
         with self._lock:
             self._batches.pop(task.key, None)  # a later control request may try again
+            if good:
+                self._refused[task.key] = reason
+                while len(self._refused) > REFUSALS_KEPT:
+                    self._refused.pop(next(iter(self._refused)))
             self._counters.batches_refused += 1
             self._outcomes.append(good)
         logger.warning("%s: batch %s refused (%s)", self.name, task.root, reason)
@@ -692,6 +700,8 @@ class OperatorNode:
 
     def _abandon(self, delivery: _Delivery, reason: str) -> None:
         with self._lock:
+            # Not "signed" any more as far as a catch-up is concerned: asked again, it signs and sends again.
+            self._batches.pop(delivery.task.key, None)
             self._counters.responses_abandoned += 1
             self._outcomes.append(False)
         logger.error("%s: batch %s abandoned (%s)", self.name, delivery.task.root, reason)
@@ -706,21 +716,35 @@ class OperatorNode:
             return False
         return hmac.compare_digest(token.strip().encode(), self._control_token)
 
-    def control_verify(self, tasks: list[BatchTask]) -> tuple[int, int]:
-        """Queue the requested batches; (accepted, skipped because signed or in progress here)."""
-        accepted = sum(1 for task in tasks if self.submit(task))
-        skipped = len(tasks) - accepted
+    def control_verify(self, tasks: list[BatchTask]) -> tuple[int, int, list[dict[str, str]]]:
+        """Queue the requested batches; (accepted, skipped because signed or in progress here, refused).
+
+        A batch this node already refused on purpose (a bad proof) is not checked again: its refusal is the
+        answer, so the control plane records it rather than asking forever.
+        """
+        refused: list[dict[str, str]] = []
+        accepted = 0
+        for task in tasks:
+            with self._lock:
+                reason = self._refused.get(task.key)
+            if reason is not None:
+                refused.append({"batchMerkleRoot": task.root, "senderAddress": task.sender, "reason": reason})
+            elif self.submit(task):
+                accepted += 1
+        skipped = len(tasks) - accepted - len(refused)
         with self._lock:
             self._counters.control_requests += 1
             self._counters.control_batches_skipped += skipped
         logger.info(
-            "%s: control request to verify %d batches: %d accepted, %d skipped (signed or in progress)",
+            "%s: control request to verify %d batches: %d accepted, %d skipped (signed or in progress), "
+            "%d refused before",
             self.name,
             len(tasks),
             accepted,
             skipped,
+            len(refused),
         )
-        return accepted, skipped
+        return accepted, skipped, refused
 
     # -- health and metrics -------------------------------------------------------------------------------
 
@@ -939,8 +963,8 @@ def _make_handler(node: OperatorNode) -> type[BaseHTTPRequestHandler]:
             except ControlRequestError as exc:
                 self._json(exc.status, exc.as_json())
                 return
-            accepted, skipped = node.control_verify(tasks)
-            self._json(202, {"accepted": accepted, "skipped": skipped})
+            accepted, skipped, refused = node.control_verify(tasks)
+            self._json(202, {"accepted": accepted, "skipped": skipped, "refused": refused})
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("%s http: " + format, node.name, *args)

@@ -110,3 +110,27 @@ class SignatureDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"signature {self.signature_id} to {self.boot_id[:8]}"
+
+
+class CatchupAsk(models.Model):
+    """How often, and when last, an operator was asked (by catch-up) to process one batch.
+
+    Asks about a batch never stop while it is pending and owed, but each comes later than the one before (the
+    catch-up grace, doubling, up to RECOVERY_CATCHUP_ASK_CAP).
+    """
+
+    operator_id = HexField(max_length=66)
+    batch_identifier = HexField(max_length=66)
+    asks = models.PositiveIntegerField(default=0)
+    first_asked_at = models.DateTimeField()
+    last_asked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator_id", "batch_identifier"], name="catchup_ask_once_per_batch"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"asked {self.operator_id[:10]} about {self.batch_identifier[:10]} x{self.asks}"

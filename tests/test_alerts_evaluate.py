@@ -18,10 +18,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from controlplane.locks import advisory_lock
 from monitoring.alerts.conditions import Condition
 from monitoring.alerts.selectors import alert_get, alert_list, alert_open_counts, alerts_open
 from monitoring.alerts.services import EvaluationResult, alert_acknowledge, alert_open, alerts_evaluate
-from monitoring.locks import advisory_lock
 from monitoring.management.commands.alerts import ALERTS_LOCK
 from monitoring.models import (
     Alert,
@@ -135,7 +135,7 @@ def test_it_evaluates_once_from_the_command_and_prints_a_line_per_change() -> No
 @pytest.mark.django_db
 def test_it_leaves_evaluation_to_the_replica_that_holds_the_lock() -> None:
     set_state(four_operators()[3], OperatorState.DOWN)
-    with advisory_lock(ALERTS_LOCK, wait=False), pytest.raises(CommandError, match="held by another process"):
+    with advisory_lock(ALERTS_LOCK), pytest.raises(CommandError, match="held by another process"):
         call_command("alerts", "--once", stdout=StringIO())
     assert not Alert.objects.exists()
 

@@ -254,7 +254,11 @@ def test_it_follows_only_from_its_start_block_and_catches_up_when_asked(env: Env
 
     answer = control(node, {"batches": [before, after]}, token=TOKEN.format(index=0))
     assert answer.status_code == 202
-    assert answer.json() == {"accepted": 1, "skipped": 1}  # `after` was signed already in this life
+    assert answer.json() == {
+        "accepted": 1,
+        "skipped": 1,
+        "refused": [],
+    }  # `after` was signed already in this life
     assert wait_until(lambda: len(env.receiver.posts) == 2, timeout=3)
     assert env.receiver.roots() == [after["batchMerkleRoot"], before["batchMerkleRoot"]]
 
@@ -265,6 +269,7 @@ def test_it_follows_only_from_its_start_block_and_catches_up_when_asked(env: Env
     assert control(again, {"batches": [before]}, token=TOKEN.format(index=0)).json() == {
         "accepted": 1,
         "skipped": 0,
+        "refused": [],
     }
     assert wait_until(lambda: len(env.receiver.posts) == 3, timeout=3)
     assert env.receiver.posts[2][1] == env.receiver.posts[1][1]
@@ -410,7 +415,7 @@ def test_it_control_endpoint_authenticates_and_validates(env: Env) -> None:
         assert answer.status_code == 401
         assert answer.json() == {"error": "missing or wrong bearer token"}
     token = TOKEN.format(index=0)
-    assert control(node, good, token=token).json() == {"accepted": 0, "skipped": 0}
+    assert control(node, good, token=token).json() == {"accepted": 0, "skipped": 0, "refused": []}
 
     item = {
         "batchMerkleRoot": "0x" + "ab" * 32,
@@ -452,7 +457,12 @@ def test_it_control_request_for_a_bad_pointer_is_refused_and_can_be_retried(env:
     assert env.receiver.posts == []
 
     env.store.put(batch)  # the data shows up: asking again now signs it
-    assert control(node, {"batches": [item]}, token=token).json() == {"accepted": 1, "skipped": 0}
+    # A download failure is this node's problem, not the batch's: it is checked again, not reported as refused.
+    assert control(node, {"batches": [item]}, token=token).json() == {
+        "accepted": 1,
+        "skipped": 0,
+        "refused": [],
+    }
     assert wait_until(lambda: env.receiver.roots() == [root], timeout=3)
 
 

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from pytest_django import DjangoAssertNumQueries, Settings
 
+from controlplane.locks import advisory_lock
 from monitoring.liveness.jobs import PROBE_LOCK, probe_operators_job
 from monitoring.liveness.probe import probe_operator
 from monitoring.liveness.selectors import (
@@ -28,9 +29,9 @@ from monitoring.liveness.services import (
     operator_sign_of_life,
     operators_probe,
 )
-from monitoring.locks import advisory_lock
 from monitoring.models import (
     Batch,
+    BatchRefusal,
     BatchStatus,
     OperatorLiveness,
     OperatorState,
@@ -441,6 +442,9 @@ def test_it_lists_the_batches_first_seen_while_down_and_not_signed() -> None:
     batch("at-recovery", T0 + 20 * minute)  # the window ends where the next state begins
     batch("degraded", T0 + 26 * minute)
     still_down = batch("still-down", T0 + 31 * minute)
+    # It said, when asked to catch up, that it refuses this one on purpose (a bad proof): answered, not missed.
+    refused = batch("refused", T0 + 32 * minute)
+    BatchRefusal.objects.create(operator_id=op, batch_identifier=refused.identifier, reason="1 proof invalid")
 
     assert list(operator_missed_batches(operator_id=op)) == [missed, rejected, verified, still_down]
     assert list(operator_missed_batches(operator_id=other)) == []
@@ -480,7 +484,7 @@ def test_it_probes_once_from_the_command_and_prints_changes(node_api: NodeApi, s
 
 def test_it_leaves_probing_to_the_replica_that_holds_the_lock(node_api: NodeApi) -> None:
     operator_create(label="locked", socket=node_api.socket)
-    with advisory_lock(PROBE_LOCK, wait=False):
+    with advisory_lock(PROBE_LOCK):
         assert probe_operators_job() is None
         with pytest.raises(CommandError, match="held by another process"):
             call_command("probe_operators", "--once", stdout=StringIO())

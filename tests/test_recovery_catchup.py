@@ -30,10 +30,17 @@ from devnet.batches import make_batch
 from devnet.network import ecdsa_account, operator_keypair
 from devnet.operator import OperatorNode, OperatorTiming
 from devnet.state import save_state
-from monitoring.models import Batch, BatchStatus, OperatorLiveness, OperatorState, Signature, SignatureStatus
-from recovery.models import RecoveryKind, RecoveryStatus, RecoveryTask
+from monitoring.models import (
+    Batch,
+    BatchRefusal,
+    BatchStatus,
+    OperatorLiveness,
+    OperatorState,
+    Signature,
+    SignatureStatus,
+)
+from recovery.models import CatchupAsk, RecoveryKind, RecoveryStatus, RecoveryTask
 from recovery.services.catchup import (
-    CATCHUP_MAX_ASKS,
     catchup_execute,
     catchups_request,
     operator_catchup_batches,
@@ -73,9 +80,9 @@ class Env:
     def operator_id(self, index: int) -> str:
         return str(self.net.state["operators"][index]["operator_id"]).lower()
 
-    def task(self, *, seed: int) -> tuple[bytes, str]:
+    def task(self, *, seed: int, invalid: bool = False) -> tuple[bytes, str]:
         """A batch served by the data server and created on chain: (root, identifier)."""
-        batch = make_batch(rng=random.Random(seed), proofs=1)
+        batch = make_batch(rng=random.Random(seed), proofs=1, invalid=invalid)
         root = self.store.put(batch)
         contracts.create_task(
             self.net.w3,
@@ -229,36 +236,78 @@ def test_it_never_asks_an_operator_for_batches_from_before_its_stake(env: Env) -
     ]
 
 
-@pytest.mark.django_db
-def test_it_stops_asking_about_a_batch_after_three_asks(env: Env) -> None:
-    op0 = env.operator_id(0)
-    b1, b2 = env.task(seed=11), env.task(seed=12)
-    env.ingest()
-    # Earlier catch-ups asked about b1 three times in all (it refuses it: say, a bad proof), about b2 once.
-    for asked in ({b1[1]: 2}, {b1[1]: 1, b2[1]: 1}):
-        RecoveryTask.objects.create(
-            kind=RecoveryKind.CATCHUP,
-            subject=op0,
-            status=RecoveryStatus.DONE,
-            next_attempt_at=timezone.now(),
-            result={"asked": asked},
-        )
-    assert [b.identifier for b in operator_catchup_batches(operator_id=op0)] == [b2[1]]
+def asks(operator_id: str) -> dict[str, int]:
+    return dict(CatchupAsk.objects.filter(operator_id=operator_id).values_list("batch_identifier", "asks"))
 
-    # Once this task's asks bring b2 to the bound as well, nothing is owed: done, naming what stayed unsigned.
-    task = RecoveryTask.objects.create(
-        kind=RecoveryKind.CATCHUP,
-        subject=op0,
-        next_attempt_at=timezone.now(),
-        result={"asked": {b2[1]: CATCHUP_MAX_ASKS - 1}, "asked_at": {b2[1]: 0.0}},
+
+@pytest.mark.django_db
+def test_it_keeps_asking_about_an_owed_batch_each_time_later_and_never_gives_up(
+    env: Env, settings: Any
+) -> None:
+    settings.RECOVERY_CATCHUP_GRACE = 10.0
+    settings.RECOVERY_CATCHUP_ASK_CAP = 35.0
+    op0 = env.operator_id(0)
+    _, identifier = env.task(seed=11)
+    env.ingest()
+    Batch.objects.update(first_seen_at=timezone.now() - timedelta(hours=1))
+    # Asked many times already (the operator never answers with a signature), the last time 30 s ago.
+    long_ago = timezone.now() - timedelta(hours=1)
+    ask = CatchupAsk.objects.create(
+        operator_id=op0, batch_identifier=identifier, asks=50, first_asked_at=long_ago, last_asked_at=long_ago
     )
+    assert [b.identifier for b in operator_catchup_batches(operator_id=op0)] == [identifier]
+
+    def ask_again_after(seconds_ago: float) -> RecoveryTask:
+        CatchupAsk.objects.filter(id=ask.id).update(
+            last_asked_at=timezone.now() - timedelta(seconds=seconds_ago)
+        )
+        task, _ = recovery_task_request(kind=RecoveryKind.CATCHUP, subject=op0)
+        return run(task.id)
+
+    # Spacing after 50 asks is the cap (35 s): 30 s after the last ask it waits ...
+    task = ask_again_after(30)
+    assert task.status == RecoveryStatus.PENDING
+    assert task.last_error == "waiting for 1 asked batches to be signed"
+    assert CatchupAsk.objects.get(id=ask.id).asks == 50
+    # ... 36 s after, it asks again (nobody listens at the socket here: the ask fails and is retried, not dropped).
+    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "token"})
+    task = ask_again_after(36)
+    assert task.status == RecoveryStatus.PENDING
+    assert "unreachable" in task.last_error
+    assert operator_catchup_batches(operator_id=op0), "still owed: never given up"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_a_batch_the_operator_refuses_on_purpose_and_stops_asking_about_it(
+    client: Any, env: Env, settings: Any, live_server: Any
+) -> None:
+    op0 = env.operator_id(0)
+    good = env.task(seed=15)
+    bad = env.task(seed=16, invalid=True)  # a proof in it does not verify: an honest operator never signs it
+    env.ingest()
+    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "the-token"})
+    node = env.operator_node(index=0, token="the-token", send_url=f"{live_server.url}/api/v1/signatures")
+    task, _ = recovery_task_request(kind=RecoveryKind.CATCHUP, subject=op0)
+    task = run(task.id)
+    assert task.last_error == "asked for 2 batches; waiting for their signatures"
+    assert asks(op0) == {good[1]: 1, bad[1]: 1}
+    assert wait_until(
+        lambda: node.counters()["batches_refused"] == 1 and node.counters()["batches_signed"] == 1
+    )
+    assert wait_until(lambda: Signature.objects.filter(operator_id=op0, batch_identifier=good[1]).exists())
+
+    # Asked again about what it still owes, it answers that it refused the bad batch: recorded, not owed.
+    CatchupAsk.objects.update(last_asked_at=timezone.now() - timedelta(hours=1))
+    task = run(task.id)
+    refusal = BatchRefusal.objects.get(operator_id=op0)
+    assert refusal.batch_identifier == bad[1]
+    assert "proofs invalid" in refusal.reason
+    assert task.result["refused"] == 1
     assert operator_catchup_batches(operator_id=op0) == []
     task = run(task.id)
     assert task.status == RecoveryStatus.DONE
-    assert task.result["unanswered"] == [b2[1]]
-    # Detection agrees: operators 1 and 2 were never asked and are; operator 0 is not asked again.
-    assert catchups_request() == 2
-    assert not RecoveryTask.objects.filter(subject=op0, status=RecoveryStatus.PENDING).exists()
+    assert node.counters()["batches_refused"] == 1, "the bad batch was never checked a second time"
+    assert asks(op0) == {good[1]: 1, bad[1]: 2}
 
 
 @pytest.mark.django_db
@@ -273,7 +322,7 @@ def test_it_retries_with_a_reason_when_the_operator_cannot_be_reached(
     task = run(task.id)  # no token anywhere
     assert task.status == RecoveryStatus.PENDING
     assert "no control token" in task.last_error
-    assert task.result["asked"] == {}
+    assert asks(op0) == {}
 
     # Its registered socket has nobody listening (the node is not started in this test).
     settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "some-token"})
@@ -281,20 +330,21 @@ def test_it_retries_with_a_reason_when_the_operator_cannot_be_reached(
     assert task.status == RecoveryStatus.PENDING
     assert "unreachable" in task.last_error
     assert "some-token" not in task.last_error
-    assert task.result["asked"] == {}
+    assert asks(op0) == {}
     assert task.attempts == 2
 
     # Asked a moment ago (by an earlier run): within the grace it is waited for, not asked again.
     settings.RECOVERY_CATCHUP_GRACE = 60.0
     Batch.objects.update(first_seen_at=timezone.now() - timedelta(minutes=5))
-    RecoveryTask.objects.filter(id=task.id).update(
-        result={"asked": {identifier: 1}, "asked_at": {identifier: time.time()}}
+    now = timezone.now()
+    CatchupAsk.objects.create(
+        operator_id=op0, batch_identifier=identifier, asks=1, first_asked_at=now, last_asked_at=now
     )
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert task.last_error == "waiting for 1 asked batches to be signed"
-    assert task.result["asked"] == {identifier: 1}
-    assert task.result["outstanding"] == [identifier]
+    assert asks(op0) == {identifier: 1}
+    assert task.result["outstanding"] == 1
 
 
 # ----------------------------------------------------------------------------------- against a real operator
@@ -320,7 +370,7 @@ def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert "refused the control token (HTTP 401" in task.last_error
-    assert task.result["asked"] == {}
+    assert asks(op0) == {}
     assert node.counters()["control_requests"] == 0
 
     # The token from the devnet file (as `devnet up` writes it): one request per batch with CATCHUP_CHUNK=1.
@@ -331,8 +381,8 @@ def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert task.last_error == "asked for 3 batches; waiting for their signatures"
-    assert task.result["asked"] == {i: 1 for _, i in missed}
-    assert task.result["outstanding"] == [i for _, i in missed]
+    assert asks(op0) == {i: 1 for _, i in missed}
+    assert task.result["outstanding"] == len(missed)
     assert task.result["requests"] == 3
     counters = node.counters()
     assert counters["control_requests"] == 3
@@ -348,7 +398,7 @@ def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     task = run(task.id)
     assert task.status == RecoveryStatus.DONE
     assert task.finished_at is not None
-    assert task.result["outstanding"] == []
+    assert task.result["owed"] == 0
     assert node.counters()["control_requests"] == 3
 
     # Caught up: a new catch-up finds nothing to send and never contacts the operator.
@@ -356,7 +406,7 @@ def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     assert created
     again = run(again.id)
     assert again.status == RecoveryStatus.DONE
-    assert again.result["asked"] == {}
+    assert asks(op0) == {i: 1 for _, i in missed}
     assert node.counters()["control_requests"] == 3
     assert catchups_request() == 2  # operators 1 and 2 (never started) still owe everything; 0 does not
 

@@ -156,3 +156,47 @@ def test_it_never_replays_a_batch_already_verified_on_chain(client, network):
     assert not SignatureDelivery.objects.exists()
     assert verified_events(net, root) == 1
     assert Signature.objects.filter(batch_identifier=identifier).count() == 2
+
+
+@pytest.mark.django_db
+def test_it_gives_back_every_signature_an_aggregator_dropped_when_its_task_expired(client, anvil, settings):
+    """The worker-kill loss: signatures acknowledged by a boot are gone from it once the task expires (a late
+    signature, here the one that makes quorum, arrives after the window); the batch must still verify."""
+    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40
+    node = AggregatorNode(state={**net.state, "aggregator_task_window": 2.0})
+    node.start()
+    settings.AGGREGATOR_URL = node.url
+    settings.AGGREGATOR_TIMEOUT = 2.0
+    try:
+        root = net.create_task(seed=64)
+        wait_for_task(node, root)
+        net.ingester().sync_once()
+        identifier = sign_and_verify(client, net, root, [0, 1, 2])  # 60%: no quorum
+        deadline = time.monotonic() + 10
+        while SignatureDelivery.objects.count() < 3 and time.monotonic() < deadline:
+            RecoveryTask.objects.filter(status=RecoveryStatus.PENDING).update(next_attempt_at=timezone.now())
+            recovery_pass(execute=True)
+        assert SignatureDelivery.objects.filter(boot_id=node.boot_id).count() == 3
+
+        def expired() -> bool:
+            return any(
+                t["expired"] for t in node.health()["tasks"] if t["batchMerkleRoot"] == "0x" + root.hex()
+            )
+
+        deadline = time.monotonic() + 10
+        while not expired() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert expired(), "the aggregator dropped the task and the three signatures it held"
+
+        sign_and_verify(client, net, root, [3])  # the late one: 100% verified with the other three
+        drive(net, root)
+        assert verified_events(net, root) == 1
+        replay = RecoveryTask.objects.get(
+            kind=RecoveryKind.REPLAY,
+            subject=identifier,
+            reason__contains="had dropped the task (task_expired)",
+        )
+        assert replay.status == RecoveryStatus.DONE
+        assert replay.result["sent"] >= 3, "signatures acknowledged before the expiry are sent again"
+    finally:
+        node.stop()

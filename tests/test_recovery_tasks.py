@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import django_rq
 import pytest
 from django.db import connection
 from django.utils import timezone
+from rq.job import JobStatus
 
 from recovery.models import RecoveryKind, RecoveryStatus, RecoveryTask
+from recovery.services import tasks as tasks_module
 from recovery.services.tasks import (
     Outcome,
     backoff_seconds,
@@ -131,3 +134,111 @@ def test_it_survives_a_redis_flush_because_the_reconciler_re_enqueues(clean_queu
     assert recovery_reconcile() == [task.id]
     assert clean_queue.fetch_job(f"recovery-{task.id}-0") is not None
     assert clean_queue.count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_enqueues_a_due_task_whatever_old_job_of_that_id_redis_still_holds(clean_queue):
+    """A job of the same id that finished (another database sharing this Redis) or was abandoned by a killed
+    worker must not stop the enqueue: that left due work waiting for the old job's TTL (up to an hour)."""
+    task, _ = recovery_task_request(kind=RecoveryKind.FORWARD, subject="7")
+    job = clean_queue.fetch_job(f"recovery-{task.id}-0")
+    assert job is not None
+    assert clean_queue.count == 1
+    # Waiting in the queue: enough, nothing is added.
+    recovery_reconcile()
+    assert clean_queue.count == 1
+    # The job is taken off the queue and left behind as started (its worker was SIGKILLed before claiming).
+    clean_queue.remove(job)
+    job.set_status(JobStatus.STARTED)
+    assert clean_queue.count == 0
+    assert recovery_reconcile() == [task.id]
+    assert clean_queue.count == 1, "enqueued again although a job of that id exists"
+    requeued = clean_queue.fetch_job(f"recovery-{task.id}-0")
+    assert requeued is not None
+    assert requeued.get_status() == JobStatus.QUEUED
+    # The same for a finished one.
+    clean_queue.remove(requeued)
+    requeued.set_status(JobStatus.FINISHED)
+    recovery_reconcile()
+    assert clean_queue.count == 1
+
+
+@pytest.mark.django_db
+def test_it_creates_a_new_task_when_the_open_one_is_settled_between_insert_and_read(monkeypatch):
+    """The INSERT … ON CONFLICT DO NOTHING finds an open task, which a worker settles before it is read."""
+    first, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xee")
+    original = tasks_module._open_task
+    calls = []
+
+    def settled_meanwhile(*, kind: str, subject: str) -> RecoveryTask | None:
+        calls.append(subject)
+        if len(calls) == 1:  # a concurrent settle lands exactly here
+            RecoveryTask.objects.filter(id=first.id).update(status=RecoveryStatus.DONE)
+        return original(kind=kind, subject=subject)
+
+    monkeypatch.setattr(tasks_module, "_open_task", settled_meanwhile)
+    second, created = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xee")
+    assert created
+    assert second.id != first.id
+    assert second.status == RecoveryStatus.PENDING
+    assert calls == ["0xee"]
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_failing_tasks_backoff_when_a_detector_asks_again_but_not_when_a_person_does():
+    task, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xff")
+    RecoveryTask.objects.filter(id=task.id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    recovery_task_run(task_id=task.id, executors={"replay": lambda t: Outcome.retry("aggregator down")})
+    backing_off = RecoveryTask.objects.get(id=task.id).next_attempt_at
+    assert backing_off > timezone.now()
+    # The periodic detectors ask every pass: the backoff holds.
+    for _ in range(3):
+        again, created = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xff", reason="stuck")
+        assert not created
+    assert RecoveryTask.objects.get(id=task.id).next_attempt_at == backing_off
+    assert task.id not in recovery_reconcile()
+    # Staff (or a new aggregator) asking makes it due now.
+    recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xff", requested_by="alice", urgent=True)
+    assert RecoveryTask.objects.get(id=task.id).next_attempt_at <= timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_renews_the_lease_while_a_task_runs_longer_than_it(settings):
+    settings.RECOVERY_LEASE_SECONDS = 1.0
+    task, _ = recovery_task_request(kind=RecoveryKind.CATCHUP, subject="0x01")
+    stolen: list[object] = []
+
+    def slow(_task: RecoveryTask) -> Outcome:
+        # Three leases long; another worker keeps trying to take the row over meanwhile.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            stolen.append(recovery_task_claim(task_id=task.id, worker="thief"))
+            assert task.id not in recovery_reconcile()
+            time.sleep(0.2)
+        return Outcome.done("slow but alive")
+
+    try:
+        assert recovery_task_run(task_id=task.id, executors={"catchup": slow}) == "done"
+    finally:
+        connection.close()
+    assert len(stolen) > 5
+    assert stolen == [None] * len(stolen), "the lease never lapsed under live work"
+    row = RecoveryTask.objects.get(id=task.id)
+    assert row.status == RecoveryStatus.DONE
+    assert row.attempts == 1
+
+
+@pytest.mark.django_db
+def test_it_fences_each_claim_with_a_token_of_its_own():
+    task, _ = recovery_task_request(kind=RecoveryKind.FORWARD, subject="9")
+    tokens: list[str] = []
+
+    def remember(row: RecoveryTask) -> Outcome:
+        tokens.append(RecoveryTask.objects.get(id=row.id).leased_by)
+        return Outcome.retry("again")
+
+    for _ in range(2):
+        RecoveryTask.objects.filter(id=task.id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+        recovery_task_run(task_id=task.id, executors={"forward": remember}, worker="same-worker")
+    assert len(set(tokens)) == 2
+    assert all(token.startswith("same-worker/") for token in tokens)

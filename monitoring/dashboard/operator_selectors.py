@@ -31,6 +31,7 @@ from monitoring.liveness.selectors import (
 )
 from monitoring.models import (
     Batch,
+    BatchRefusal,
     Operator,
     OperatorLiveness,
     OperatorState,
@@ -58,10 +59,13 @@ def _missed_batches_count() -> Subquery:
     signed = Signature.objects.filter(
         batch_identifier=OuterRef("identifier"), operator_id=operator_id, status__in=SIGNED_STATUSES
     )
+    # A batch it refused on purpose (a bad proof) was answered, not missed.
+    refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
     missed = (
         Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
         .filter(Exists(down_then))
         .exclude(Exists(signed))
+        .exclude(Exists(refused))
         .order_by()
         .annotate(n=Func(F("id"), function="COUNT"))
         .values("n")

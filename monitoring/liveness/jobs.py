@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 
+from controlplane.locks import advisory_lock
 from monitoring.liveness.services import operators_probe
-from monitoring.locks import advisory_lock
 
 logger = logging.getLogger("monitoring.liveness")
 
@@ -17,7 +17,7 @@ def probe_operators_job() -> int | None:
     """Run one probe round; the number of state changes, or None when another replica holds the probe lock."""
     with ExitStack() as stack:
         try:
-            stack.enter_context(advisory_lock(PROBE_LOCK, wait=False))
+            stack.enter_context(advisory_lock(PROBE_LOCK))
         except TimeoutError:
             logger.info("probe_operators_job: skipped, another replica is probing")
             return None

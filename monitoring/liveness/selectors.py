@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from monitoring.models import (
     Batch,
+    BatchRefusal,
     BatchStatus,
     Operator,
     OperatorLiveness,
@@ -45,10 +46,13 @@ def operator_missed_batches(*, operator_id: str) -> QuerySet[Batch]:
     signed = Signature.objects.filter(
         batch_identifier=OuterRef("identifier"), operator_id=operator_id, status__in=SIGNED_STATUSES
     )
+    # A batch it refused on purpose (a bad proof) was answered, not missed.
+    refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
     return (
         Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
         .filter(Exists(down_then))
         .exclude(Exists(signed))
+        .exclude(Exists(refused))
         .order_by("first_seen_at", "id")
     )
 

@@ -18,7 +18,7 @@ from monitoring.models.chain import Block, ChainEvent, IngestCursor, IngestIncid
 from monitoring.models.liveness import OperatorLiveness, OperatorState, OperatorStateChange
 from monitoring.models.operators import Operator, OperatorStake
 from monitoring.models.progress import BatchProgress, BatchProgressChange, BatchProgressChangeKind
-from monitoring.models.signatures import Signature, SignatureStatus
+from monitoring.models.signatures import BatchRefusal, Signature, SignatureStatus
 
 __all__ = [
     "Alert",
@@ -29,6 +29,7 @@ __all__ = [
     "BatchProgress",
     "BatchProgressChange",
     "BatchProgressChangeKind",
+    "BatchRefusal",
     "BatchStatus",
     "Block",
     "ChainEvent",

@@ -51,3 +51,27 @@ class Signature(models.Model):
 
     def __str__(self) -> str:
         return f"signature {self.operator_id[:10]} on {self.batch_identifier[:10]} ({self.status})"
+
+
+class BatchRefusal(models.Model):
+    """An operator said it will not sign a batch on purpose (a bad proof, a wrong root): its answer, not a miss.
+
+    Recorded from the operator's own answer to a catch-up request; a batch it refused is never counted as
+    missed by it, nor asked about again.
+    """
+
+    operator_id = HexField(max_length=66)
+    batch_identifier = HexField(max_length=66)
+    reason = models.TextField(blank=True, default="")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator_id", "batch_identifier"], name="refusal_once_per_batch"
+            ),
+        ]
+        indexes = [models.Index(fields=["batch_identifier"])]
+
+    def __str__(self) -> str:
+        return f"{self.operator_id[:10]} refused {self.batch_identifier[:10]}"

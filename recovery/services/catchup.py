@@ -2,17 +2,21 @@
 
 The batches an operator owes are the pending ones it has no valid signature for (pending, verified or waiting
 for its batch all count as given; invalid and expired ones do not), on which it had stake at the batch's
-``taskCreatedBlock`` (else its signature could not count), that it was not already asked about
-``CATCHUP_MAX_ASKS`` times. Batches it signed are never sent again.
+``taskCreatedBlock`` (else its signature could not count), and that it has not refused on purpose. Batches it
+signed are never sent again.
+
+It is asked again about a batch it still owes for as long as the batch is pending: giving up could lose the
+batch. Each ask comes later than the one before: after the catch-up grace, then twice that, and so on up to
+RECOVERY_CATCHUP_ASK_CAP. An operator that refuses a batch on purpose (it found a bad proof) says so in its
+answer; that is recorded as a BatchRefusal, and the batch is neither owed by it nor asked about again.
 
 Its *last known-good point* is the newest batch it signed before its oldest missing one: everything up to there
 it kept up with. It is deliberately not simply its newest signed batch: an operator that restarts signs the
 new batches at once, and taking its newest signature as the point would hide, forever, the very batches it
-missed while it was down. A batch it refused on purpose (a bad proof) looks the same as a missed one, so it is
-asked again too; it refuses again, and the ask bound stops that after a few tries.
+missed while it was down.
 
-Asks are recorded in the task's result (``asked``: identifier → times asked by this task, ``asked_at``:
-identifier → when), so the bound holds across tasks and replicas: Postgres is the truth.
+Asks are rows (CatchupAsk: operator, batch, how many, when last), so the spacing holds across tasks and
+replicas: Postgres is the truth.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,14 +35,12 @@ from django.db import connection
 from django.utils import timezone
 
 from devnet.state import DevnetStateError, load_state
-from monitoring.models import Batch, BatchStatus, Operator, OperatorState, SignatureStatus
-from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryTask
+from monitoring.models import Batch, BatchRefusal, BatchStatus, Operator, OperatorState, SignatureStatus
+from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
 from recovery.services.tasks import Outcome, recovery_task_request
 
 logger = logging.getLogger("recovery")
 
-# An operator is asked about one batch at most this many times, over all its catch-up tasks.
-CATCHUP_MAX_ASKS = 3
 # The operator's control endpoint takes at most this many batches per request.
 CONTROL_MAX_BATCHES = 100
 # One run sends at most this many requests; the rest go in the task's next run.
@@ -57,7 +60,6 @@ def _params(**extra: Any) -> dict[str, Any]:
         "signed": [str(s) for s in _SIGNED],
         "given": [str(s) for s in _GIVEN],
         "catchup": RecoveryKind.CATCHUP.value,
-        "max_asks": CATCHUP_MAX_ASKS,
         **extra,
     }
 
@@ -76,10 +78,10 @@ def _owed(operator: str) -> str:
                 AND st.block_number <= b.task_created_block
             ORDER BY st.block_number DESC, st.log_index DESC LIMIT 1
         ), 0) > 0
-        AND COALESCE((
-            SELECT sum((t.result -> 'asked' ->> b.identifier)::int) FROM recovery_recoverytask t
-            WHERE t.kind = %(catchup)s AND t.subject = {operator}
-        ), 0) < %(max_asks)s
+        AND NOT EXISTS (
+            SELECT 1 FROM monitoring_batchrefusal r
+            WHERE r.batch_identifier = b.identifier AND r.operator_id = {operator}
+        )
     """
 
 
@@ -157,8 +159,8 @@ def operator_catchup_batches(*, operator_id: str) -> list[Batch]:
     """The batches the operator still owes, oldest first.
 
     Pending, created at or after its last known-good point (which lies below its oldest owed batch), without a
-    signature of its own that verification has not rejected, with stake at their taskCreatedBlock, and asked
-    about fewer than CATCHUP_MAX_ASKS times.
+    signature of its own that verification has not rejected, with stake at their taskCreatedBlock, and not
+    refused by it on purpose.
     """
     query = f"SELECT b.* FROM monitoring_batch b WHERE {_owed('%(operator)s')} ORDER BY b.created_block, b.id"
     return list(Batch.objects.raw(query, _params(operator=operator_id.strip().lower())))
@@ -223,8 +225,15 @@ def _control_url(socket: str) -> str:
     return base + CONTROL_PATH
 
 
-def _control_verify(*, url: str, token: str, batches: Sequence[Batch]) -> tuple[int, int]:
-    """One control request; (accepted, skipped). Raises _ControlError with a reason fit for last_error."""
+@dataclass(frozen=True)
+class _ControlAnswer:
+    accepted: int
+    skipped: int
+    refused: dict[str, str]  # batch identifier -> the operator's reason
+
+
+def _control_verify(*, url: str, token: str, batches: Sequence[Batch]) -> _ControlAnswer:
+    """One control request. Raises _ControlError with a reason fit for last_error."""
     body = {
         "batches": [
             {"batchMerkleRoot": b.merkle_root, "senderAddress": b.sender, "batchDataPointer": b.data_pointer}
@@ -250,71 +259,93 @@ def _control_verify(*, url: str, token: str, batches: Sequence[Batch]) -> tuple[
         raise _ControlError(f"control request refused: HTTP {response.status_code} from {url}: {text}")
     try:
         answer = response.json()
-        return int(answer.get("accepted", 0)), int(answer.get("skipped", 0))
+        accepted, skipped = int(answer.get("accepted", 0)), int(answer.get("skipped", 0))
     except (ValueError, AttributeError, TypeError):
-        return len(batches), 0  # acknowledged, if not in the expected words
+        return _ControlAnswer(accepted=len(batches), skipped=0, refused={})  # acknowledged, in other words
+    by_key = {(b.merkle_root, b.sender): b.identifier for b in batches}
+    refused: dict[str, str] = {}
+    for entry in answer.get("refused") or []:
+        if not isinstance(entry, dict):
+            continue
+        root = str(entry.get("batchMerkleRoot") or "").lower()
+        sender = str(entry.get("senderAddress") or "").lower()
+        identifier = by_key.get((root, sender))
+        if identifier is not None:  # only batches this request asked about
+            refused[identifier] = str(entry.get("reason") or "refused")[:500]
+    return _ControlAnswer(accepted=accepted, skipped=skipped, refused=refused)
 
 
-def _unanswered(*, operator_id: str, identifiers: Sequence[str]) -> list[str]:
-    """Of these batches, the pending ones the operator still has given no signature for."""
-    if not identifiers:
-        return []
+def _ask_spacing(asks: int) -> float:
+    """Seconds before a batch asked about ``asks`` times is asked again: the grace, doubling, capped."""
+    grace = max(1.0, float(settings.RECOVERY_CATCHUP_GRACE))
+    return float(min(float(settings.RECOVERY_CATCHUP_ASK_CAP), grace * 2 ** max(0, asks - 1)))
+
+
+def _asks_record(*, operator_id: str, identifiers: Sequence[str]) -> None:
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT b.identifier FROM monitoring_batch b
-            WHERE b.identifier = ANY(%(ids)s) AND b.status = %(pending)s AND NOT EXISTS (
-                SELECT 1 FROM monitoring_signature s
-                WHERE s.batch_identifier = b.identifier AND s.operator_id = %(operator)s
-                    AND s.status = ANY(%(given)s)
-            )
-            ORDER BY b.created_block, b.id
+            INSERT INTO recovery_catchupask (operator_id, batch_identifier, asks, first_asked_at, last_asked_at)
+            SELECT %(operator)s, unnest(%(ids)s::text[]), 1, %(now)s, %(now)s
+            ON CONFLICT (operator_id, batch_identifier)
+            DO UPDATE SET asks = recovery_catchupask.asks + 1, last_asked_at = EXCLUDED.last_asked_at
             """,
-            _params(ids=list(identifiers), operator=operator_id),
+            {"operator": operator_id, "ids": list(identifiers), "now": now},
         )
-        return [str(row[0]) for row in cursor.fetchall()]
+
+
+def _refusals_record(*, operator_id: str, refused: Mapping[str, str]) -> None:
+    BatchRefusal.objects.bulk_create(
+        [
+            BatchRefusal(operator_id=operator_id, batch_identifier=identifier, reason=reason)
+            for identifier, reason in refused.items()
+        ],
+        ignore_conflicts=True,
+    )
+    for identifier, reason in refused.items():
+        logger.info("operator %s refused batch %s on purpose: %s", operator_id[:18], identifier[:18], reason)
 
 
 def catchup_execute(task: RecoveryTask) -> Outcome:
     """Ask the operator (task.subject) to verify what it owes, in chunks; done once nothing is owed any more.
 
-    Each batch is asked again only after RECOVERY_CATCHUP_GRACE seconds without its signature, and at most
-    CATCHUP_MAX_ASKS times in all; meanwhile the task retries with backoff, waiting for the signatures.
+    A batch is asked about once its grace has passed, and again each time its spacing has passed without its
+    signature; meanwhile the task retries with backoff, waiting for the signatures.
     """
     operator_id = task.subject.strip().lower()
-    asked: dict[str, int] = {str(k): int(v) for k, v in (task.result.get("asked") or {}).items()}
-    asked_at: dict[str, float] = {str(k): float(v) for k, v in (task.result.get("asked_at") or {}).items()}
     owed = operator_catchup_batches(operator_id=operator_id)
     now = timezone.now()
-    grace = float(settings.RECOVERY_CATCHUP_GRACE)
-    cutoff = now - timedelta(seconds=grace)
+    cutoff = now - timedelta(seconds=float(settings.RECOVERY_CATCHUP_GRACE))
+    asks = {
+        ask.batch_identifier: ask
+        for ask in CatchupAsk.objects.filter(
+            operator_id=operator_id, batch_identifier__in=[b.identifier for b in owed]
+        )
+    }
+
+    def ask_due(batch: Batch) -> bool:
+        ask = asks.get(batch.identifier)
+        if ask is None:
+            return batch.first_seen_at <= cutoff
+        return (now - ask.last_asked_at).total_seconds() >= _ask_spacing(ask.asks)
+
+    totals = {key: int(task.result.get(key) or 0) for key in ("requests", "accepted", "skipped", "refused")}
+
+    asked = set(asks)
 
     def state(**extra: object) -> dict[str, object]:
-        outstanding = [b.identifier for b in owed if b.identifier in asked]
-        return {"asked": asked, "asked_at": asked_at, "outstanding": outstanding, **extra}
+        """Totals over the task's runs; ``outstanding``: owed batches asked about and not yet signed."""
+        outstanding = sum(1 for b in owed if b.identifier in asked)
+        return {**totals, "owed": len(owed), "outstanding": outstanding, **extra}
 
-    due = [
-        b
-        for b in owed
-        if b.first_seen_at <= cutoff and now.timestamp() - asked_at.get(b.identifier, float("-inf")) >= grace
-    ]
-    waiting = [b for b in owed if b.identifier in asked]
-    if not due and not waiting:
-        gave_up = _unanswered(operator_id=operator_id, identifiers=list(asked))
-        detail = "nothing to catch up"
-        if asked:
-            detail += (
-                f": {len(asked) - len(gave_up)} of {len(asked)} asked batches signed or no longer pending"
-            )
-        if gave_up:
-            detail += f"; {len(gave_up)} still unsigned after {CATCHUP_MAX_ASKS} asks"
-        if owed:
-            detail += f"; {len(owed)} newer than the {grace:g}s grace left to the operator"
-        return Outcome.done(detail, **state(unanswered=gave_up))
+    if not owed:
+        return Outcome.done("nothing to catch up", **state())
+    due = [b for b in owed if ask_due(b)]
     if not due:
-        return Outcome.retry(
-            f"waiting for {len(waiting)} asked batches to be signed", **state(last_checked=now.isoformat())
-        )
+        waiting = sum(1 for b in owed if b.identifier in asks)
+        detail = f"waiting for {waiting} asked batches to be signed" if waiting else "waiting for the grace"
+        return Outcome.retry(detail, **state(last_checked=now.isoformat()))
 
     operator = Operator.objects.filter(operator_id=operator_id).first()
     if operator is None or not operator.registered or not operator.socket:
@@ -334,38 +365,39 @@ def catchup_execute(task: RecoveryTask) -> Outcome:
     url = _control_url(operator.socket)
     chunk = max(1, min(int(settings.CATCHUP_CHUNK), CONTROL_MAX_BATCHES))
     sent = accepted = skipped = requests_made = 0
+    refused: dict[str, str] = {}
     error = ""
     for start in range(0, len(due), chunk):
         if requests_made >= MAX_REQUESTS_PER_RUN:
             break
         part = due[start : start + chunk]
         try:
-            took, passed = _control_verify(url=url, token=token, batches=part)
+            answer = _control_verify(url=url, token=token, batches=part)
         except _ControlError as exc:
             error = str(exc)
             break
         requests_made += 1
-        stamp = timezone.now().timestamp()
-        for batch in part:
-            asked[batch.identifier] = asked.get(batch.identifier, 0) + 1
-            asked_at[batch.identifier] = stamp
+        _asks_record(operator_id=operator_id, identifiers=[b.identifier for b in part])
+        asked.update(b.identifier for b in part)
+        _refusals_record(operator_id=operator_id, refused=answer.refused)
         sent += len(part)
-        accepted += took
-        skipped += passed
-    counts = {
-        "requests": int(task.result.get("requests") or 0) + requests_made,
-        "accepted": int(task.result.get("accepted") or 0) + accepted,
-        "skipped": int(task.result.get("skipped") or 0) + skipped,
-    }
+        accepted += answer.accepted
+        skipped += answer.skipped
+        refused.update(answer.refused)
+    totals["requests"] += requests_made
+    totals["accepted"] += accepted
+    totals["skipped"] += skipped
+    totals["refused"] += len(refused)
     if error:
         detail = error if not sent else f"{error} (after asking for {sent} batches)"
-        return Outcome.retry(detail, **state(**counts))
+        return Outcome.retry(detail, **state())
     logger.info(
-        "catch-up of %s: asked for %d batches in %d requests (%d accepted, %d skipped)",
+        "catch-up of %s: asked for %d batches in %d requests (%d accepted, %d skipped, %d refused)",
         operator_id[:18],
         sent,
         requests_made,
         accepted,
         skipped,
+        len(refused),
     )
-    return Outcome.retry(f"asked for {sent} batches; waiting for their signatures", **state(**counts))
+    return Outcome.retry(f"asked for {sent} batches; waiting for their signatures", **state())

@@ -17,8 +17,8 @@ from recovery.aggregator import (
     aggregator_announce,
     aggregator_post_signature,
 )
-from recovery.models import RecoveryTask, SignatureDelivery
-from recovery.services.tasks import Outcome
+from recovery.models import RecoveryKind, RecoveryTask, SignatureDelivery
+from recovery.services.tasks import Outcome, recovery_task_request
 
 logger = logging.getLogger("recovery")
 
@@ -55,7 +55,12 @@ def _announce(batch: Batch) -> AggregatorAnswer:
 
 
 def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
-    """Send one verified signature; on an unknown or expired task, announce it and send again."""
+    """Send one verified signature; on an unknown or expired task, announce it, send again, and replay the batch.
+
+    An aggregator that did not know the task has lost whatever it held of it (it expired the task, or it
+    restarted), including signatures this boot acknowledged before: only a replay of every verified signature
+    gives them back, so one is requested.
+    """
     try:
         answer = aggregator_post_signature(signature_payload(signature))
         if answer.status_code in (404, 410) and answer.code in ("unknown_task", "task_expired"):
@@ -64,6 +69,12 @@ def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
                 return Outcome.retry(
                     f"announcing the task failed: HTTP {announced.status_code} {announced.body}"
                 )
+            recovery_task_request(
+                kind=RecoveryKind.REPLAY,
+                subject=batch.identifier,
+                reason=f"the aggregator (boot {announced.boot_id[:8]}) had dropped the task ({answer.code})",
+                urgent=True,
+            )
             answer = aggregator_post_signature(signature_payload(signature))
     except AggregatorUnavailable as exc:
         return Outcome.retry(f"aggregator unavailable: {exc}")
@@ -86,7 +97,12 @@ def forward_execute(task: RecoveryTask) -> Outcome:
 
 
 def replay_execute(task: RecoveryTask) -> Outcome:
-    """Announce the batch to the current aggregator and send every verified signature it has not acknowledged."""
+    """Announce the batch to the current aggregator and send it every verified signature of the batch.
+
+    Every one, not only those this boot has not acknowledged: an aggregator drops what it held of a task when
+    the task expires, so an acknowledgement says what it received, not what it still holds. It answers
+    ``duplicate`` for what it does hold, so sending again costs one request and loses nothing.
+    """
     batch = Batch.objects.filter(identifier=task.subject).first()
     if batch is None or batch.status != BatchStatus.PENDING:
         return Outcome.cancel(f"the batch is {batch.status if batch else 'gone'}: nothing to replay")
@@ -103,10 +119,23 @@ def replay_execute(task: RecoveryTask) -> Outcome:
     for signature in Signature.objects.filter(
         batch_identifier=batch.identifier, status=SignatureStatus.VERIFIED
     ).order_by("id"):
-        if SignatureDelivery.objects.filter(signature=signature, boot_id=boot_id).exists():
-            continue
-        outcome = signature_deliver(signature=signature, batch=batch)
-        if outcome.action != "done":
-            return Outcome.retry(f"signature {signature.id}: {outcome.detail}", sent=sent, boot_id=boot_id)
+        try:
+            answer = aggregator_post_signature(signature_payload(signature))
+        except AggregatorUnavailable as exc:
+            return Outcome.retry(
+                f"signature {signature.id}: aggregator unavailable: {exc}", sent=sent, boot_id=boot_id
+            )
+        if answer.status_code == 200 and answer.code == "responded":
+            return Outcome.done(
+                "the aggregator responded for this batch meanwhile", sent=sent, boot_id=boot_id
+            )
+        if answer.status_code != 200 or answer.code not in ACKNOWLEDGED:
+            # Expired again between the announcement and now, or refused: the next run announces afresh.
+            return Outcome.retry(
+                f"signature {signature.id} not acknowledged: HTTP {answer.status_code} {answer.body}",
+                sent=sent,
+                boot_id=boot_id,
+            )
+        _record_delivery(signature=signature, answer=answer)
         sent += 1
     return Outcome.done(f"replayed to boot {boot_id[:8]}: {sent} signatures sent", sent=sent, boot_id=boot_id)

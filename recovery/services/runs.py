@@ -111,7 +111,7 @@ def _count(count: int, one: str, many: str) -> str:
 def _request(*, run: RecoveryRun, kind: RecoveryKind, subject: str, requested_by: str) -> bool:
     """Request one task for the run; True when it is new. An open task requested by no run joins this one."""
     task, created = recovery_task_request(
-        kind=kind, subject=subject, requested_by=requested_by, reason=f"run {run.id}", run=run
+        kind=kind, subject=subject, requested_by=requested_by, reason=f"run {run.id}", run=run, urgent=True
     )
     if not created:
         RecoveryTask.objects.filter(id=task.id, run__isnull=True).update(run=run)

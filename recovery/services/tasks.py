@@ -10,16 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from rq.job import JobStatus
 
+from controlplane.outages import redis_outage
 from monitoring.live.notify import live_recovery_task
-from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
+from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 
 logger = logging.getLogger("recovery")
 
@@ -60,36 +66,61 @@ def recovery_task_request(
     requested_by: str = "system",
     reason: str = "",
     run: RecoveryRun | None = None,
+    urgent: bool = False,
 ) -> tuple[RecoveryTask, bool]:
-    """The open task for (kind, subject), created if there is none; (task, created). Enqueued on commit."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO recovery_recoverytask (kind, subject, status, attempts, next_attempt_at, leased_by,
-                last_error, requested_by, reason, result, run_id, created_at, updated_at)
-            VALUES (%s, %s, 'pending', 0, now(), '', '', %s, %s, '{}', %s, now(), now())
-            ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
-            RETURNING id
-            """,
-            [kind, subject, requested_by[:150], reason, run.id if run else None],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        task = RecoveryTask.objects.get(kind=kind, subject=subject, status__in=["pending", "running"])
-        if task.status == RecoveryStatus.PENDING and task.next_attempt_at > timezone.now():
-            # Someone asks again: do it now rather than at the end of a backoff.
-            RecoveryTask.objects.filter(id=task.id, status=RecoveryStatus.PENDING).update(
+    """The open task for (kind, subject), created if there is none; (task, created). Enqueued on commit.
+
+    ``urgent`` (a person asked, or the aggregator changed) makes an open task that is backing off due now; the
+    periodic detectors ask again every pass and must not, or a failing task would retry every pass.
+    """
+    # The open task may be settled between the INSERT that finds it and the SELECT that reads it: then there is
+    # no open task any more, and the INSERT is tried again. Each round needs a concurrent settle to fail.
+    for _ in range(10):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO recovery_recoverytask (kind, subject, status, attempts, next_attempt_at, leased_by,
+                    last_error, requested_by, reason, result, run_id, created_at, updated_at)
+                VALUES (%s, %s, 'pending', 0, now(), '', '', %s, %s, '{}', %s, now(), now())
+                ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
+                RETURNING id
+                """,
+                [kind, subject, requested_by[:150], reason, run.id if run else None],
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            task = RecoveryTask.objects.get(id=row[0])
+            transaction.on_commit(partial(recovery_task_enqueue, task_id=task.id, attempts=0))
+            live_recovery_task(task=task, action="requested")
+            return task, True
+        existing = _open_task(kind=kind, subject=subject)
+        if existing is None:
+            continue
+        if urgent and existing.status == RecoveryStatus.PENDING and existing.next_attempt_at > timezone.now():
+            RecoveryTask.objects.filter(id=existing.id, status=RecoveryStatus.PENDING).update(
                 next_attempt_at=timezone.now()
             )
-        return task, False
-    task = RecoveryTask.objects.get(id=row[0])
-    transaction.on_commit(lambda: recovery_task_enqueue(task_id=task.id, attempts=0))
-    live_recovery_task(task=task, action="requested")
-    return task, True
+            transaction.on_commit(
+                partial(recovery_task_enqueue, task_id=existing.id, attempts=existing.attempts)
+            )
+        return existing, False
+    raise RuntimeError(f"could not request a {kind} task for {subject}: it kept being settled concurrently")
+
+
+def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
+    return RecoveryTask.objects.filter(kind=kind, subject=subject, status__in=OPEN_STATUSES).first()
+
+
+_WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 
 def recovery_task_enqueue(*, task_id: int, attempts: int) -> None:
-    """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue."""
+    """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue.
+
+    A job already waiting in the queue for this task is enough. Any other job of that id (finished, failed,
+    or abandoned by a killed worker, or left by another database sharing this Redis) must not stop the
+    enqueue: the row says the work is due, so it is.
+    """
     try:
         import django_rq
 
@@ -97,10 +128,13 @@ def recovery_task_enqueue(*, task_id: int, attempts: int) -> None:
 
         queue = django_rq.get_queue("default")
         job_id = f"recovery-{task_id}-{attempts}"
-        if queue.fetch_job(job_id) is None:
-            queue.enqueue(run_recovery_task, task_id, job_id=job_id, result_ttl=60, failure_ttl=3600)
+        job = queue.fetch_job(job_id)
+        if job is not None and job.get_status(refresh=False) in _WAITING_JOB_STATUSES:
+            return
+        queue.enqueue(run_recovery_task, task_id, job_id=job_id, result_ttl=60, failure_ttl=3600)
+        redis_outage.over()
     except Exception as exc:  # Redis is disposable; the row is the truth
-        logger.warning("could not enqueue recovery task %s (%s); the reconciler will", task_id, exc)
+        redis_outage.note(f"could not enqueue recovery task {task_id} ({exc}); the reconciler will")
 
 
 def recovery_task_claim(*, task_id: int, worker: str = WORKER_NAME) -> RecoveryTask | None:
@@ -154,19 +188,69 @@ def recovery_task_settle(*, task: RecoveryTask, outcome: Outcome, worker: str = 
 Executor = Callable[[RecoveryTask], Outcome]
 
 
+def recovery_task_renew(*, task_id: int, worker: str) -> bool:
+    """Extend the lease of a task this worker still holds; False when it is no longer ours."""
+    lease = float(settings.RECOVERY_LEASE_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE recovery_recoverytask SET lease_until = clock_timestamp() + make_interval(secs => %s)
+            WHERE id = %s AND status = 'running' AND leased_by = %s
+            """,
+            [lease, task_id, worker[:128]],
+        )
+        return cursor.rowcount == 1
+
+
+@contextmanager
+def _lease_kept(*, task_id: int, worker: str) -> Iterator[None]:
+    """Renew the lease every third of its length while the body runs, so it never expires under live work.
+
+    A worker that dies stops renewing, and the lease runs out as before; renewing is a thread of its own (with
+    its own database connection) because the work itself blocks on the network.
+    """
+    done = threading.Event()
+    every = max(0.2, float(settings.RECOVERY_LEASE_SECONDS) / 3)
+
+    def keep() -> None:
+        try:
+            while not done.wait(every):
+                try:
+                    if not recovery_task_renew(task_id=task_id, worker=worker):
+                        return  # taken over (or settled): nothing left to keep
+                except Exception as exc:  # Postgres away: the lease may lapse, and then another takes over
+                    logger.debug("could not renew the lease of task %s: %s", task_id, exc)
+        finally:
+            connection.close()
+
+    keeper = threading.Thread(target=keep, name=f"lease-{task_id}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join(timeout=5)
+
+
 def recovery_task_run(
     *, task_id: int, executors: dict[str, Executor], worker: str = WORKER_NAME
 ) -> str | None:
-    """Claim, execute, settle. Returns the action taken, or None when the task was not ours to run."""
-    task = recovery_task_claim(task_id=task_id, worker=worker)
+    """Claim, execute, settle. Returns the action taken, or None when the task was not ours to run.
+
+    Each claim holds a token of its own (the worker's name and a random part): a run that outlived its lease
+    can never settle, or renew, a claim that another run made since.
+    """
+    token = f"{worker}/{uuid.uuid4().hex[:12]}"
+    task = recovery_task_claim(task_id=task_id, worker=token)
     if task is None:
         return None
     try:
-        outcome = executors[task.kind](task)
+        with _lease_kept(task_id=task.id, worker=token):
+            outcome = executors[task.kind](task)
     except Exception as exc:  # a bug or an outage: keep the row, try again later, say why
         logger.exception("recovery %s %s failed", task.kind, task.subject)
         outcome = Outcome.retry(f"{type(exc).__name__}: {exc}")
-    recovery_task_settle(task=task, outcome=outcome, worker=worker)
+    recovery_task_settle(task=task, outcome=outcome, worker=token)
     return outcome.action
 
 

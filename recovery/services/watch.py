@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Count, Exists, Max, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from monitoring.models import Batch, BatchProgress, BatchStatus, IngestCursor, Signature, SignatureStatus
 from recovery.aggregator import AggregatorUnavailable, aggregator_health, aggregator_url
-from recovery.models import AggregatorBoot, RecoveryKind, SignatureDelivery
-from recovery.services.tasks import recovery_task_request
+from recovery.models import AggregatorBoot, RecoveryKind, RecoveryTask, SignatureDelivery
+from recovery.services.tasks import backoff_seconds, recovery_task_request
 
 logger = logging.getLogger("recovery")
 
@@ -40,7 +42,8 @@ def aggregator_watch() -> str | None:
     pending = list(Batch.objects.filter(status=BatchStatus.PENDING).values_list("identifier", flat=True))
     reason = f"aggregator boot changed {previous[:8] if previous else 'none'} -> {boot_id[:8]}"
     for identifier in pending:
-        recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, reason=reason)
+        # Urgent: a replay still backing off from the old aggregator's failures is due now, at the new one.
+        recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, reason=reason, urgent=True)
     logger.warning("%s: replaying %d pending batches", reason, len(pending))
     return boot_id
 
@@ -68,17 +71,35 @@ def signatures_forward_request(*, limit: int = 2000) -> int:
 
 
 def stuck_batches_replay() -> int:
-    """Pending batches whose verified signatures reach quorum but that stay unverified on chain get replayed."""
+    """Pending batches whose verified signatures reach quorum but that stay unverified on chain get replayed.
+
+    Again and again while they stay stuck, but each replay of a batch waits longer after the previous one
+    finished (1, 2, 4 … up to RECOVERY_BACKOFF_CAP seconds): a batch the aggregator cannot answer for a while
+    must not be replayed on every pass.
+    """
     head = IngestCursor.objects.aggregate(head=Max("block_number"))["head"]
     if head is None:
         return 0
-    stuck = BatchProgress.objects.filter(
-        batch__status=BatchStatus.PENDING,
-        quorum_reached_at__isnull=False,
-        batch__created_block__lt=head - int(settings.RECOVERY_STUCK_BLOCKS),
-    ).values_list("batch__identifier", flat=True)
+    replays = RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY, subject=OuterRef("batch__identifier"))
+    stuck = (
+        BatchProgress.objects.filter(
+            batch__status=BatchStatus.PENDING,
+            quorum_reached_at__isnull=False,
+            batch__created_block__lt=head - int(settings.RECOVERY_STUCK_BLOCKS),
+        )
+        .annotate(
+            replays=Coalesce(
+                Subquery(replays.values("subject").annotate(n=Count("id")).values("n")[:1]), Value(0)
+            ),
+            last_replay=Subquery(replays.order_by("-finished_at").values("finished_at")[:1]),
+        )
+        .values_list("batch__identifier", "replays", "last_replay")
+    )
+    now = timezone.now()
     requested = 0
-    for identifier in stuck:
+    for identifier, count, last_replay in stuck:
+        if last_replay is not None and (now - last_replay).total_seconds() < backoff_seconds(int(count)):
+            continue
         _, created = recovery_task_request(
             kind=RecoveryKind.REPLAY,
             subject=identifier,

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-import time
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from controlplane.locks import advisory_lock
+from controlplane.loops import Loop, loop_run
 from monitoring.chain import ChainClient, RpcError
-from monitoring.ingest.config import IngestConfigError, ingest_source_load
+from monitoring.ingest.config import IngestConfigError, IngestSource, ingest_source_load
 from monitoring.ingest.ledger import ledger_reset
 from monitoring.ingest.sync import ChainChangedError, DeepReorgError, IngestConfig, Ingester
-from monitoring.locks import advisory_lock
-
-logger = logging.getLogger("monitoring.ingest")
 
 
 class Command(BaseCommand):
@@ -44,60 +38,101 @@ class Command(BaseCommand):
         except IngestConfigError as exc:
             raise CommandError(str(exc)) from exc
         client = ChainClient(source.rpc_url)
+        confirmations = options["confirmations"]
+        confirmations = settings.INGEST_CONFIRMATIONS if confirmations is None else confirmations
+        if options["once"]:
+            self._once(source=source, client=client, confirmations=confirmations, reset=options["reset"])
+            return
+
+        ingester: Ingester | None = None
+        pending_reset = bool(options["reset"])
+
+        def lock_name() -> str:
+            nonlocal ingester
+            if ingester is None:
+                ingester = _ingester(
+                    client=client, chain_id=client.chain_id(), source=source, confirmations=confirmations
+                )
+            return f"ingest:{ingester.config.chain_id}"
+
+        def active() -> None:
+            nonlocal pending_reset
+            assert ingester is not None
+            if (
+                pending_reset
+            ):  # only on the first activation: a later one (after a Postgres restart) must keep it
+                ledger_reset(
+                    chain_id=ingester.config.chain_id, reason=f"`ingest --reset` against {source.rpc_url}"
+                )
+                self.stdout.write("ingest: ledger reset")
+                pending_reset = False
+            self.stdout.write(_describe(source, ingester))
+
+        def step() -> None:
+            assert ingester is not None
+            ingester.sync_once()
+
         try:
-            chain_id = client.chain_id()
+            loop_run(
+                Loop(
+                    name="ingest",
+                    step=step,
+                    interval=float(settings.INGEST_POLL_INTERVAL),
+                    lock=lock_name,
+                    on_active=active,
+                    outages={"chain": (RpcError,)},
+                    # Nothing a retry can repair: stop loudly (the incident is recorded).
+                    fatal=(DeepReorgError, ChainChangedError),
+                )
+            )
+        except (DeepReorgError, ChainChangedError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write("ingest: stopped")
+
+    def _once(self, *, source: IngestSource, client: ChainClient, confirmations: int, reset: bool) -> None:
+        try:
+            ingester = _ingester(
+                client=client, chain_id=client.chain_id(), source=source, confirmations=confirmations
+            )
         except RpcError as exc:
             raise CommandError(f"chain at {source.rpc_url} cannot be reached: {exc}") from exc
-        confirmations = options["confirmations"]
-        config = IngestConfig(
-            chain_id=chain_id,
-            contracts=source.contracts,
-            confirmations=settings.INGEST_CONFIRMATIONS if confirmations is None else confirmations,
-            blocks_kept=settings.INGEST_BLOCKS_KEPT,
-            initial_range=settings.INGEST_INITIAL_RANGE,
-            max_range=settings.INGEST_MAX_RANGE,
+        try:
+            with advisory_lock(f"ingest:{ingester.config.chain_id}"):
+                if reset:
+                    ledger_reset(
+                        chain_id=ingester.config.chain_id, reason=f"`ingest --reset` against {source.rpc_url}"
+                    )
+                    self.stdout.write("ingest: ledger reset")
+                self.stdout.write(_describe(source, ingester))
+                report = ingester.sync_once()
+        except TimeoutError as exc:
+            raise CommandError(f"ingest: {exc}") from exc
+        except (DeepReorgError, ChainChangedError) as exc:
+            raise CommandError(str(exc)) from exc
+        except RpcError as exc:
+            raise CommandError(f"chain error: {exc}") from exc
+        self.stdout.write(
+            f"ingest: caught up to block {report.target} (head {report.head}): {report.events} events, "
+            f"{report.batches_created} batches created, {report.batches_verified} verified, "
+            f"{report.reorgs} reorgs"
         )
-        ingester = Ingester(client=client, config=config)
 
-        stopping = threading.Event()
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            stopping.set()
+def _ingester(*, client: ChainClient, chain_id: int, source: IngestSource, confirmations: int) -> Ingester:
+    config = IngestConfig(
+        chain_id=chain_id,
+        contracts=source.contracts,
+        confirmations=confirmations,
+        blocks_kept=settings.INGEST_BLOCKS_KEPT,
+        initial_range=settings.INGEST_INITIAL_RANGE,
+        max_range=settings.INGEST_MAX_RANGE,
+    )
+    return Ingester(client=client, config=config)
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
 
-        with advisory_lock(f"ingest:{chain_id}") as lock:
-            if options["reset"]:
-                ledger_reset(chain_id=chain_id, reason=f"`ingest --reset` against {source.rpc_url}")
-                self.stdout.write("ingest: ledger reset")
-            self.stdout.write(
-                f"ingest: chain {chain_id} at {source.rpc_url}, "
-                + ", ".join(f"{c.kind} {c.address} from block {c.start_block}" for c in source.contracts)
-                + f", {config.confirmations} confirmations"
-            )
-            while not stopping.is_set():
-                started = time.monotonic()
-                try:
-                    report = ingester.sync_once()
-                except (DeepReorgError, ChainChangedError) as exc:
-                    raise CommandError(str(exc)) from exc
-                except RpcError as exc:
-                    if options["once"]:
-                        raise CommandError(f"chain error: {exc}") from exc
-                    logger.warning("ingest: chain error (%s); trying again", exc)
-                    stopping.wait(settings.INGEST_POLL_INTERVAL)
-                    continue
-                if options["once"]:
-                    self.stdout.write(
-                        f"ingest: caught up to block {report.target} (head {report.head}): {report.events} events, "
-                        f"{report.batches_created} batches created, {report.batches_verified} verified, "
-                        f"{report.reorgs} reorgs"
-                    )
-                    return
-                if not lock.still_held():
-                    raise CommandError(
-                        "lost the ingest lock (database connection dropped); exiting so a standby takes over"
-                    )
-                stopping.wait(max(0.0, settings.INGEST_POLL_INTERVAL - (time.monotonic() - started)))
-        self.stdout.write("ingest: stopped")
+def _describe(source: IngestSource, ingester: Ingester) -> str:
+    return (
+        f"ingest: chain {ingester.config.chain_id} at {source.rpc_url}, "
+        + ", ".join(f"{c.kind} {c.address} from block {c.start_block}" for c in source.contracts)
+        + f", {ingester.config.confirmations} confirmations"
+    )

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-import time
-from contextlib import ExitStack
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 
+from controlplane.locks import advisory_lock
+from controlplane.loops import Loop, loop_run
 from monitoring.liveness.jobs import PROBE_LOCK
 from monitoring.liveness.services import LIVE_STATES, ProbeOutcome, operators_probe
-from monitoring.locks import advisory_lock
-
-logger = logging.getLogger("monitoring.liveness")
 
 
 class Command(BaseCommand):
@@ -28,54 +21,39 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run one probe round, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        once: bool = options["once"]
-        stopping = threading.Event()
-        if not once:
-
-            def _stop(signum: int, frame: FrameType | None) -> None:
-                stopping.set()
-
-            signal.signal(signal.SIGTERM, _stop)
-            signal.signal(signal.SIGINT, _stop)
-
-        with ExitStack() as stack:
+        if options["once"]:
+            # A one-off round refuses to run beside the active replica.
             try:
-                # A standby replica waits for the lock; a one-off round refuses to run beside the active one.
-                lock = stack.enter_context(advisory_lock(PROBE_LOCK, wait=not once))
+                with advisory_lock(PROBE_LOCK):
+                    outcomes = operators_probe()
             except TimeoutError as exc:
                 raise CommandError(f"probe_operators: {exc}") from exc
-            if not once:
-                self.stdout.write(
-                    f"probe_operators: every {settings.LIVENESS_PROBE_INTERVAL:g}s, "
-                    f"timeout {settings.LIVENESS_PROBE_TIMEOUT:g}s, "
-                    f"concurrency {settings.LIVENESS_PROBE_CONCURRENCY}"
-                )
-            while not stopping.is_set():
-                started = time.monotonic()
-                try:
-                    outcomes = operators_probe()
-                except DatabaseError as exc:
-                    if once:
-                        raise CommandError(f"probe_operators: database error: {exc}") from exc
-                    logger.warning("probe_operators: database error (%s); trying again", exc)
-                    close_old_connections()
-                    stopping.wait(settings.LIVENESS_PROBE_INTERVAL)
-                    continue
-                self._report(outcomes)
-                if once:
-                    live = sum(1 for outcome in outcomes if outcome.state in LIVE_STATES)
-                    self.stdout.write(
-                        f"probe_operators: probed {len(outcomes)} operators, {live} live, "
-                        f"{sum(1 for outcome in outcomes if outcome.changed)} changes"
-                    )
-                    return
-                # A long-lived process drops broken or expired database connections between rounds.
-                close_old_connections()
-                if not lock.still_held():
-                    raise CommandError(
-                        "probe_operators: lost the lock (database connection dropped); exiting so a standby takes over"
-                    )
-                stopping.wait(max(0.0, settings.LIVENESS_PROBE_INTERVAL - (time.monotonic() - started)))
+            except DatabaseError as exc:
+                raise CommandError(f"probe_operators: database error: {exc}") from exc
+            self._report(outcomes)
+            live = sum(1 for outcome in outcomes if outcome.state in LIVE_STATES)
+            self.stdout.write(
+                f"probe_operators: probed {len(outcomes)} operators, {live} live, "
+                f"{sum(1 for outcome in outcomes if outcome.changed)} changes"
+            )
+            return
+
+        def active() -> None:
+            self.stdout.write(
+                f"probe_operators: every {settings.LIVENESS_PROBE_INTERVAL:g}s, "
+                f"timeout {settings.LIVENESS_PROBE_TIMEOUT:g}s, "
+                f"concurrency {settings.LIVENESS_PROBE_CONCURRENCY}"
+            )
+
+        loop_run(
+            Loop(
+                name="probe_operators",
+                step=lambda: self._report(operators_probe()),
+                interval=float(settings.LIVENESS_PROBE_INTERVAL),
+                lock=PROBE_LOCK,
+                on_active=active,
+            )
+        )
         self.stdout.write("probe_operators: stopped")
 
     def _report(self, outcomes: list[ProbeOutcome]) -> None:

@@ -1,32 +1,32 @@
 """``python manage.py verifier [--once]`` — verify signatures per batch as they arrive; keep progress fresh.
 
 Woken by Postgres NOTIFY from the intake (sent on commit), so a signature is verified within milliseconds;
-a periodic sweep also matches and expires waiting signatures, picks up anything missed, and refreshes the
-progress of pending batches. Safe as several replicas: every claim skips rows another verifier holds.
+a periodic sweep also matches and expires waiting signatures, picks up anything missed (a notification sent
+while the listener was reconnecting, say), and refreshes the progress of pending batches. Safe as several
+replicas: every claim skips rows another verifier holds.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
 
+from controlplane.locks import PgListener
+from controlplane.loops import Loop, loop_run
 from monitoring.intake.jobs import intake_sweep
 from monitoring.intake.services import NOTIFY_CHANNEL
 from monitoring.intake.verify import signatures_verify_batch
-from monitoring.locks import dedicated_connection
 
 logger = logging.getLogger("monitoring.intake")
 
 # After the first notification, gather others this long so a burst for one batch becomes one micro-batch.
 GATHER_SECONDS = 0.02
+# The longest a step waits for notifications, so a stop request is seen promptly.
+MAX_WAIT_SECONDS = 0.5
 
 
 class Command(BaseCommand):
@@ -40,33 +40,23 @@ class Command(BaseCommand):
             counts = intake_sweep()
             self.stdout.write("verifier: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return
-        stopping = threading.Event()
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            stopping.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
         interval = float(settings.VERIFIER_POLL_INTERVAL)
-        listener = dedicated_connection()
-        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        listener = PgListener(NOTIFY_CHANNEL)
         next_sweep = 0.0
+
+        def step() -> None:
+            nonlocal next_sweep
+            if time.monotonic() >= next_sweep:
+                counts = intake_sweep()
+                if counts["verified"] or counts["invalid"] or counts["matched"] or counts["expired"]:
+                    logger.info("verifier sweep: %s", counts)
+                next_sweep = time.monotonic() + interval
+            wait = max(0.01, min(MAX_WAIT_SECONDS, next_sweep - time.monotonic()))
+            for identifier in sorted(listener.wait(timeout=wait, gather=GATHER_SECONDS)):
+                signatures_verify_batch(batch_identifier=identifier)
+
         try:
-            while not stopping.is_set():
-                if time.monotonic() >= next_sweep:
-                    counts = intake_sweep()
-                    if counts["verified"] or counts["invalid"] or counts["matched"] or counts["expired"]:
-                        logger.info("verifier sweep: %s", counts)
-                    next_sweep = time.monotonic() + interval
-                    close_old_connections()
-                pending: set[str] = set()
-                wait = max(0.01, min(0.5, next_sweep - time.monotonic()))
-                for notify in listener.notifies(timeout=wait, stop_after=1):
-                    pending.add(notify.payload)
-                if pending:
-                    for notify in listener.notifies(timeout=GATHER_SECONDS):
-                        pending.add(notify.payload)
-                for identifier in sorted(pending):
-                    signatures_verify_batch(batch_identifier=identifier)
+            # No lock: replicas share the work. The step waits for notifications itself, so no interval.
+            loop_run(Loop(name="verifier", step=step, interval=0.0))
         finally:
             listener.close()

@@ -10,17 +10,13 @@ process, for a deployment without workers.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
 from django.utils import timezone
 
-from monitoring.locks import advisory_lock
+from controlplane.loops import Loop, loop_run
 
 logger = logging.getLogger("recovery")
 
@@ -61,19 +57,12 @@ class Command(BaseCommand):
             counts = recovery_pass(execute=options["execute"])
             self.stdout.write("recovery: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return
-        stopping = threading.Event()
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            stopping.set()
+        def step() -> None:
+            counts = recovery_pass(execute=options["execute"])
+            if any(v for k, v in counts.items() if k != "enqueued"):
+                logger.info("recovery pass: %s", counts)
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        with advisory_lock("recovery") as lock:
-            while not stopping.is_set():
-                counts = recovery_pass(execute=options["execute"])
-                if any(v for k, v in counts.items() if k != "enqueued"):
-                    logger.info("recovery pass: %s", counts)
-                if not lock.still_held():
-                    raise SystemExit("recovery: lost the advisory lock; exiting so a standby takes over")
-                close_old_connections()
-                stopping.wait(float(settings.RECOVERY_INTERVAL))
+        loop_run(
+            Loop(name="recovery", step=step, interval=float(settings.RECOVERY_INTERVAL), lock="recovery")
+        )
