@@ -17,7 +17,9 @@ What it does for all of them, the same way:
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +28,8 @@ from types import FrameType
 
 import psycopg
 import redis
-from django.db import DatabaseError, InterfaceError, close_old_connections, connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections
+from django.utils import timezone
 
 from controlplane.locks import AdvisoryLock
 from controlplane.outages import Outage, postgres_outage, redis_outage
@@ -35,6 +38,8 @@ logger = logging.getLogger("controlplane.loops")
 
 POSTGRES_ERRORS: tuple[type[BaseException], ...] = (DatabaseError, InterfaceError, psycopg.Error)
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+REPLICA = f"{socket.gethostname()}:{os.getpid()}"
+HEARTBEAT_EVERY = 1.0
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 5.0
 
@@ -92,6 +97,9 @@ class _Runner:
         self.failures = 0
         self.last_bug: str | None = None
         self.extra = {name: Outage(name) for name in loop.outages}
+        self.started_at = timezone.now()
+        self.passes = 0
+        self.last_beat = float("-inf")
 
     def run(self) -> None:
         try:
@@ -172,10 +180,28 @@ class _Runner:
             return False
         self.failures = 0
         self.last_bug = None
+        self._beat()
         postgres_outage.over()
         for outage in self.extra.values():
             outage.over()
         return True
+
+    def _beat(self) -> None:
+        """Record the pass (at most once a second): proof, readable by anyone, that this loop is alive."""
+        now = time.monotonic()
+        self.passes += 1
+        if now - self.last_beat < HEARTBEAT_EVERY:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO controlplane_loopheartbeat (name, replica, started_at, last_pass_at, passes)
+                VALUES (%s, %s, %s, now(), %s)
+                ON CONFLICT (name, replica) DO UPDATE SET last_pass_at = now(), passes = EXCLUDED.passes
+                """,
+                [self.loop.name, REPLICA, self.started_at, self.passes],
+            )
+        self.last_beat = now
 
     def _failed(self, outage: Outage, exc: BaseException) -> None:
         outage.note(f"{type(exc).__name__}: {str(exc).strip()[:300]}")

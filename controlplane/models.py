@@ -43,3 +43,22 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class LoopHeartbeat(models.Model):
+    """The latest successful pass of one long-running loop in one process: who runs, who is active, since when.
+
+    Written by the loop runner at most once a second per loop; a replica standing by writes nothing.
+    """
+
+    name = models.CharField(max_length=64)
+    replica = models.CharField(max_length=128)  # host:pid
+    started_at = models.DateTimeField()
+    last_pass_at = models.DateTimeField()
+    passes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "replica"], name="heartbeat_one_per_replica")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.replica}"

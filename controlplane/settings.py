@@ -96,6 +96,9 @@ DATABASES["default"]["OPTIONS"] = {
         "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
 }
+# Each connection is checked as it leaves the pool (Django passes the pool its check): after a Postgres restart a
+# request or a job gets a fresh connection instead of failing on one the restart broke.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -270,6 +273,9 @@ ALERT_BATCH_STALLED_BLOCKS = env_int("ALERT_BATCH_STALLED_BLOCKS", 20, minimum=1
 ALERT_INGEST_LAG_BLOCKS = env_int("ALERT_INGEST_LAG_BLOCKS", 20, minimum=1)
 # A cursor standing still this long while there are confirmed blocks to ingest (or the chain unreachable).
 ALERT_INGEST_STOPPED_SECONDS = env_float("ALERT_INGEST_STOPPED_SECONDS", 60.0, minimum=1.0)
+# An operator never seen alive (no probe answered, no signature) is not "down" for alerts until it has failed
+# this long: operators (or this control plane) that are starting up do not page anyone.
+ALERT_STARTUP_GRACE_SECONDS = env_float("ALERT_STARTUP_GRACE_SECONDS", 60.0, minimum=0.0)
 ALERT_AGGREGATOR_UNREACHABLE_SECONDS = env_float("ALERT_AGGREGATOR_UNREACHABLE_SECONDS", 30.0, minimum=0.0)
 # Invalid or conflicting signatures by an operator alert while any was seen within this window.
 ALERT_SIGNATURE_WINDOW_SECONDS = env_float("ALERT_SIGNATURE_WINDOW_SECONDS", 3600.0, minimum=1.0)
@@ -302,5 +308,9 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"handlers": ["console"], "level": "WARNING", "propagate": False}},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # The pool warns on every reconnect attempt during an outage; the loops say it once (controlplane.outages).
+        "psycopg.pool": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }

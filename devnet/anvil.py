@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
 import socket
 import subprocess
 import time
@@ -14,6 +12,10 @@ from pathlib import Path
 
 import requests
 from django.conf import settings
+
+from controlplane.processes import pid_alive, stop_pid
+
+__all__ = ["Anvil", "AnvilError", "free_port", "pid_alive", "start_anvil", "stop_pid"]
 
 
 class AnvilError(RuntimeError):
@@ -156,41 +158,3 @@ def start_anvil(
             time.sleep(0.05)
     anvil.stop()
     raise AnvilError(f"anvil did not answer on port {port} within 15 s")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def stop_pid(pid: int, *, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
-    """Signal one process by PID, escalate to SIGKILL after ``timeout``."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-            if waited == pid:
-                return
-        except ChildProcessError:
-            pass
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return

@@ -300,3 +300,24 @@ def test_it_keeps_a_kinds_alerts_as_they_are_when_its_rule_fails(
     assert result.resolved == []
     alert.refresh_from_db()
     assert alert.state == AlertState.OPEN, "a rule that cannot tell resolves nothing"
+
+
+def test_it_gives_operators_never_seen_alive_a_start_up_grace_before_down_and_quorum_alerts(
+    settings: Any,
+) -> None:
+    settings.ALERT_STARTUP_GRACE_SECONDS = 60
+    starting = operator_create(label="starting", stake=50 * ETH)  # never answered yet
+    flapped = operator_create(label="flapped", stake=20 * ETH)  # was up, now down
+    operator_create(label="fine", stake=30 * ETH)
+    set_state(starting, OperatorState.DOWN)
+    set_state(flapped, OperatorState.UP)
+    set_state(flapped, OperatorState.DOWN)
+
+    down = evaluate(AlertKind.OPERATOR_DOWN)
+    assert [a.subject for a in down.opened] == [flapped.operator_id], "a seen operator alerts at once"
+    assert evaluate(AlertKind.QUORUM_IMPOSSIBLE).opened == [], "50 + 30 of 100 online while one starts up"
+
+    # The grace runs out: the operator that never came up is down after all, and quorum is out of reach.
+    later = timezone.now() + timedelta(seconds=61)
+    assert [a.subject for a in evaluate(AlertKind.OPERATOR_DOWN, now=later).opened] == [starting.operator_id]
+    assert len(evaluate(AlertKind.QUORUM_IMPOSSIBLE, now=later).opened) == 1

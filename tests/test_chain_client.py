@@ -8,6 +8,7 @@ import pytest
 from eth_utils import keccak
 
 from devnet.anvil import free_port
+from devnet.faultproxy import FaultProxy
 from monitoring.chain import (
     AdaptiveRange,
     BlockNotFound,
@@ -20,7 +21,6 @@ from monitoring.chain import (
     fetch_logs,
     rpc_error_for,
 )
-from tests.faultproxy import FaultProxy
 
 PING_TOPIC = "0x" + keccak(b"Ping(bytes32,bytes)").hex()
 

@@ -220,3 +220,20 @@ def test_it_can_collect_static_files_at_build_time_without_a_secret(tmp_path: Pa
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "static" / "admin" / "css" / "base.css").exists()
+
+
+def test_it_restarts_every_long_running_service_that_dies() -> None:
+    services = _services()
+
+    for name, service in services.items():
+        if name == "devnet":
+            continue  # a fresh chain per start: restarting it would silently replace the chain
+        assert service.get("restart") in {"always", "unless-stopped"}, name
+
+
+def test_it_can_point_the_control_plane_at_a_real_aggregator_and_operators() -> None:
+    for name in (*APP_SERVICES, "recovery"):
+        env = _environment(_services()[name])
+        assert {"AGGREGATOR_URL", "OPERATOR_CONTROL_TOKENS"} <= set(env), name
+        # Taken from .env (or left unset), never written in the file.
+        assert env["OPERATOR_CONTROL_TOKENS"].startswith("${")

@@ -24,10 +24,10 @@ from devnet import contracts
 from devnet.anvil import free_port
 from devnet.batcher import BatchStore, serve_batches
 from devnet.batches import make_batch
+from devnet.faultproxy import FaultProxy
 from devnet.operator import OperatorNode, OperatorTiming, parse_control_request
 from monitoring.bls import G1Point, keypair_from_secret, verify
 from tests.chain_fixtures import Net, net_deploy
-from tests.faultproxy import FaultProxy
 
 TOKEN = "control-token-{index}"
 

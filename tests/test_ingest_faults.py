@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from devnet.faultproxy import FaultProxy
 from monitoring.models import Batch, ChainEvent
 from tests.chain_fixtures import net_deploy
-from tests.faultproxy import FaultProxy
 
 
 @pytest.mark.django_db

@@ -193,7 +193,7 @@ def test_it_keeps_a_failing_tasks_backoff_when_a_detector_asks_again_but_not_whe
     assert backing_off > timezone.now()
     # The periodic detectors ask every pass: the backoff holds.
     for _ in range(3):
-        again, created = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xff", reason="stuck")
+        _, created = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xff", reason="stuck")
         assert not created
     assert RecoveryTask.objects.get(id=task.id).next_attempt_at == backing_off
     assert task.id not in recovery_reconcile()

@@ -7,7 +7,7 @@ in ``ingest_rules`` and ``recovery_rules``; RULES lists them all, in the order t
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -139,6 +139,13 @@ def batch_resolution(alert: Alert, ctx: RuleContext) -> str:
 # --- Operators and quorum -----------------------------------------------------------------------
 
 
+def _in_startup_grace(liveness: OperatorLiveness, now: datetime) -> bool:
+    """Never seen alive (no probe answered, no signature) and down for less than ALERT_STARTUP_GRACE_SECONDS:
+    an operator still starting up (or a control plane that just started) is not yet an operator that is down."""
+    grace = float(settings.ALERT_STARTUP_GRACE_SECONDS)
+    return liveness.last_seen_at is None and (now - liveness.since).total_seconds() < grace
+
+
 def _staked_operators() -> list[Operator]:
     return list(Operator.objects.filter(registered=True, current_stake__gt=0).order_by("operator_id"))
 
@@ -152,6 +159,7 @@ def operator_down(ctx: RuleContext) -> list[Condition]:
         for row in OperatorLiveness.objects.filter(
             state=OperatorState.DOWN, operator_id__in=[o.operator_id for o in operators]
         )
+        if not _in_startup_grace(row, ctx.now)
     }
     blocking = 100 - _threshold()
     found = []
@@ -197,25 +205,28 @@ def operator_resolution(alert: Alert, ctx: RuleContext) -> str:
     return f"the operator is {state} again"
 
 
-def _online_stake() -> tuple[Decimal, Decimal, list[str]]:
+def _online_stake(now: datetime) -> tuple[Decimal, Decimal, list[str]]:
     """(online stake, total stake, down operator ids) of the registered operators.
 
-    An operator never probed yet counts as online, as in quorum progress: no alarm before the first probe.
+    An operator never probed yet counts as online, as in quorum progress: no alarm before the first probe; nor
+    one never seen alive within its start-up grace.
     """
     operators = _staked_operators()
-    states = dict(
-        OperatorLiveness.objects.filter(operator_id__in=[o.operator_id for o in operators]).values_list(
-            "operator_id", "state"
+    down = {
+        row.operator_id
+        for row in OperatorLiveness.objects.filter(
+            state=OperatorState.DOWN, operator_id__in=[o.operator_id for o in operators]
         )
-    )
+        if not _in_startup_grace(row, now)
+    }
     total = sum((Decimal(o.current_stake) for o in operators), Decimal(0))
-    offline = [o for o in operators if states.get(o.operator_id, OperatorState.UNKNOWN) == OperatorState.DOWN]
+    offline = [o for o in operators if o.operator_id in down]
     online = total - sum((Decimal(o.current_stake) for o in offline), Decimal(0))
     return online, total, [o.operator_id for o in offline]
 
 
 def quorum_impossible(ctx: RuleContext) -> list[Condition]:
-    online, total, down = _online_stake()
+    online, total, down = _online_stake(ctx.now)
     threshold = _threshold()
     if not total or online * 100 >= total * threshold:
         return []
@@ -240,7 +251,7 @@ def quorum_impossible(ctx: RuleContext) -> list[Condition]:
 
 
 def quorum_resolution(alert: Alert, ctx: RuleContext) -> str:
-    online, total, _ = _online_stake()
+    online, total, _ = _online_stake(ctx.now)
     return f"{percent(online, total)}% of stake is online again (quorum needs {_threshold()}%)"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from monitoring.alerts.conditions import Condition
@@ -26,6 +26,7 @@ from monitoring.alerts.rules import RULES, RULES_BY_KIND
 from monitoring.alerts.webhooks import webhook_deliveries_request
 from monitoring.live.publish import live_notify
 from monitoring.models import Alert, AlertKind, AlertState, WebhookEvent
+from monitoring.models.alerts import AlertWatch
 
 logger = logging.getLogger("monitoring.alerts")
 
@@ -133,6 +134,8 @@ def alerts_evaluate(*, now: datetime | None = None, kinds: Collection[str] | Non
         try:
             with transaction.atomic():  # a failing query must not poison a caller's transaction
                 found = rule.conditions(ctx)
+        except (OperationalError, InterfaceError):
+            raise  # Postgres is away: the whole pass waits for it (the loop says so once)
         except Exception:
             logger.exception("alert rule %s failed; its alerts stay as they are", rule.kind)
             found = None
@@ -158,6 +161,8 @@ def alerts_evaluate(*, now: datetime | None = None, kinds: Collection[str] | Non
         try:
             with transaction.atomic():
                 resolution = RULES_BY_KIND[alert.kind].resolution(alert, ctx)
+        except (OperationalError, InterfaceError):
+            raise
         except Exception:
             logger.exception("explaining the resolution of alert %s failed", alert.id)
             resolution = "the condition no longer holds"
@@ -170,3 +175,12 @@ def alerts_evaluate(*, now: datetime | None = None, kinds: Collection[str] | Non
         unknown=unknown,
         seconds=time.monotonic() - started,
     )
+
+
+def alerts_forget_chain(*, reason: str = "", **_: object) -> None:
+    """The chain was replaced (``ledger.chain_replaced``): its open alerts resolve (receivers hear so), and what
+    the evaluator watched of it is forgotten."""
+    resolution = f"the ledger was reset: {reason}" if reason else "the ledger was reset"
+    for alert in Alert.objects.filter(state=AlertState.OPEN):
+        alert_resolve(alert=alert, resolution=resolution)
+    AlertWatch.objects.all().delete()

@@ -17,7 +17,15 @@ from monitoring.dashboard.selectors import (
     iso_or_none,
     stalled_q,
 )
-from monitoring.models import Alert, AlertState, Batch, BatchStatus, IngestCursor, IngestIncident
+from monitoring.models import (
+    Alert,
+    AlertState,
+    Batch,
+    BatchStatus,
+    IngestCursor,
+    IngestIncident,
+    IngestIncidentKind,
+)
 
 RECENT_BATCHES = 10
 LATEST_ALERTS = 10
@@ -132,12 +140,22 @@ def recovery_in_flight() -> dict[str, int]:
 
 
 def alerts_latest(*, limit: int = LATEST_ALERTS) -> tuple[int, list[Alert]]:
-    """How many alerts are open, and the latest ones: open ones first (most severe first), then resolved ones."""
+    """How many alerts are open, and the latest ones: open ones first (most severe first), then resolved ones.
+
+    Resolved ones only of the current chain: those opened before the last ledger reset were about a chain that
+    no longer exists (the API keeps the whole history).
+    """
     from monitoring.alerts.selectors import alert_list, alert_open_counts, alerts_open
 
     latest = list(alerts_open()[:limit])
     if len(latest) < limit:
-        latest += list(alert_list(state=AlertState.RESOLVED)[: limit - len(latest)])
+        reset = (
+            IngestIncident.objects.filter(kind=IngestIncidentKind.LEDGER_RESET)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        latest += list(alert_list(state=AlertState.RESOLVED, since=reset)[: limit - len(latest)])
     return sum(alert_open_counts().values()), latest
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from monitoring.chain import RawLog
@@ -414,13 +415,21 @@ def ledger_rollback(*, chain_id: int, address: str, above_block: int) -> list[st
     return batches + operators
 
 
+# Sent (inside the reset's transaction) when the ledger forgets a chain that was replaced. Everything built on the
+# old chain (signatures, liveness, alerts, recovery work) belongs to stages above the ledger: each listens here
+# and forgets its own part, so a new devnet starts clean without this stage knowing who they are.
+chain_replaced = Signal()
+
+
 def ledger_reset(*, chain_id: int, reason: str) -> None:
     """Forget everything ingested (events, batches, operators, stake history, blocks, cursors) and record why.
 
     For a ledger that follows a chain which no longer exists (a devnet restarted with a new genesis).
     """
-    # DELETE, not TRUNCATE: it runs inside callers' transactions (TRUNCATE refuses pending FK triggers there).
-    for model in (OperatorStake, ChainEvent, Batch, Operator, Block, IngestCursor):
-        model.objects.all().delete()
-    IngestIncident.objects.create(chain_id=chain_id, kind=IngestIncidentKind.LEDGER_RESET, detail=reason)
+    with transaction.atomic():
+        # DELETE, not TRUNCATE: it runs inside callers' transactions (TRUNCATE refuses pending FK triggers there).
+        for model in (OperatorStake, ChainEvent, Batch, Operator, Block, IngestCursor):
+            model.objects.all().delete()
+        IngestIncident.objects.create(chain_id=chain_id, kind=IngestIncidentKind.LEDGER_RESET, detail=reason)
+        chain_replaced.send(sender=ledger_reset, chain_id=chain_id, reason=reason)
     logger.warning("ledger reset: %s", reason)

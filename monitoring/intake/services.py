@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from monitoring.intake.parse import IntakeError, SignedResponse
 from monitoring.live.notify import live_signature_accepted
-from monitoring.models import Batch, Signature, SignatureStatus
+from monitoring.models import Batch, BatchProgressChange, BatchRefusal, Signature, SignatureStatus
 from monitoring.selectors import operator_stake_at_block
 
 logger = logging.getLogger("monitoring.intake")
@@ -186,3 +186,10 @@ def signatures_expire_waiting(*, now: datetime | None = None) -> int:
     if expired:
         logger.warning("%d waiting signatures expired without a matching batch", expired)
     return expired
+
+
+def intake_forget_chain(**_: object) -> None:
+    """The chain was replaced (``ledger.chain_replaced``): its signatures, refusals and progress describe nothing."""
+    Signature.objects.all().delete()
+    BatchRefusal.objects.all().delete()
+    BatchProgressChange.objects.all().delete()

@@ -203,3 +203,9 @@ def operators_probe(*, timeout: float | None = None, concurrency: int | None = N
             )
         )
     return outcomes
+
+
+def liveness_forget_chain(**_: object) -> None:
+    """The chain was replaced (``ledger.chain_replaced``): its operators' liveness history is not the new one's."""
+    OperatorStateChange.objects.all().delete()
+    OperatorLiveness.objects.all().delete()

@@ -2,8 +2,9 @@
 
 Migrates, starts the devnet (or reuses a running one), then runs the ingester and the web server as child
 processes, each in its own session, with their output prefixed by name on this terminal (and kept in
-``$DEVNET_DIR/logs/<name>.log``). Ctrl-C or SIGTERM stops what it started, by PID: the children first, then
-the devnet if this command started it. If a child dies, it says which and stops the rest (exit status 1).
+``$DEVNET_DIR/logs/<name>.log``). A child that dies is started again with backoff, and runstack says so; the
+rest of the stack goes on. Ctrl-C or SIGTERM stops what it started, by PID: the children first, then the
+devnet if this command started it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -28,7 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from devnet.anvil import stop_pid
+from controlplane.supervise import Supervisor
 from devnet.state import DevnetStateError, load_state, state_path
 
 READY_TIMEOUT = 90.0
@@ -41,14 +41,6 @@ class _Stop(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    pumps: list[threading.Thread] = field(default_factory=list)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -106,7 +98,10 @@ class Command(BaseCommand):
     # --- life cycle -----------------------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.children: list[Child] = []
+        self.supervisor = Supervisor(
+            spawn=self._spawn_process, say=lambda line: self._say(f"runstack: {line}")
+        )
+        self.pumps: list[threading.Thread] = []
         self.started_devnet = False
         self.stopping = threading.Event()
         self.defer_signals = False
@@ -121,13 +116,12 @@ class Command(BaseCommand):
             raise CommandError(f"port {port} on {host} is already in use: stop what uses it or pass --port N")
 
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        failure: str | None = None
         try:
             try:
                 self._start(
                     host=host, port=port, operators=options["operators"], use_devnet=not options["no_devnet"]
                 )
-                failure = self._wait()
+                self._wait(port=port)
             except _Stop as stop:
                 self._say(f"runstack: {stop} received, stopping")
         finally:
@@ -137,8 +131,6 @@ class Command(BaseCommand):
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if failure:
-            raise CommandError(failure, returncode=1)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping.is_set():
@@ -184,16 +176,12 @@ class Command(BaseCommand):
         self._say(f"Control plane: {url}")
         self._say_staff_account(staff_password)
 
-    def _wait(self) -> str | None:
-        """Block until a signal (raises _Stop) or a child dies (returns what to say)."""
+    def _wait(self, *, port: int) -> None:
+        """Until a signal (raises _Stop): start again every child that died, and say so."""
         warned_chain = False
         while True:
-            for child in self.children:
-                code = child.process.poll()
-                if code is not None:
-                    message = f"{child.name} (pid {child.process.pid}) exited unexpectedly with status {code}"
-                    self._say(f"runstack: {message}; stopping the rest")
-                    return message
+            if self.supervisor.poll():
+                self._write_runstack_file(port=port)
             if self.started_devnet and not warned_chain and not self._devnet_alive():
                 warned_chain = True
                 self._say("runstack: warning: the devnet's chain is no longer running")
@@ -201,18 +189,12 @@ class Command(BaseCommand):
 
     def _shutdown(self) -> None:
         self.stopping.set()
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                self._say(f"runstack: stopping {child.name} (pid {child.process.pid})")
-                stop_pid(child.process.pid, timeout=CHILD_STOP_TIMEOUT)
-            try:
-                child.process.wait(timeout=CHILD_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-        for child in self.children:
-            for pump in child.pumps:
-                pump.join(timeout=2)
+        for name, child in reversed(self.supervisor.children.items()):
+            if child.running:
+                self._say(f"runstack: stopping {name} (pid {child.pid})")
+        self.supervisor.stop_all(timeout=CHILD_STOP_TIMEOUT)
+        for pump in self.pumps:
+            pump.join(timeout=2)
         if self.started_devnet:
             from devnet.network import devnet_down
 
@@ -283,32 +265,36 @@ class Command(BaseCommand):
         return logs
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        log_path = self._logs_dir() / f"{name}.log"
         # A signal between Popen and the bookkeeping would leak the child: defer it until the child is recorded.
         # (Not with pthread_sigmask: children inherit a blocked mask and would then ignore SIGTERM.)
         self.defer_signals = True
         try:
-            process = subprocess.Popen(
-                args,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=settings.BASE_DIR,
-                env=env,
-            )
-            child = Child(name=name, process=process, log_path=log_path)
-            self.children.append(child)
+            child = self.supervisor.start(name, args)
         finally:
             self.defer_signals = False
         if self.deferred_signal is not None:
             raise _Stop(self.deferred_signal)
+        self._say(f"runstack: started {name} (pid {child.pid}), log {self._logs_dir() / f'{name}.log'}")
+
+    def _spawn_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start one child with its output pumped here and to its log (also when the supervisor restarts it)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=settings.BASE_DIR,
+            env=env,
+        )
         assert process.stdout is not None
-        pump = threading.Thread(target=self._pump, args=(name, process.stdout, child.log_path), daemon=True)
+        pump = threading.Thread(
+            target=self._pump, args=(name, process.stdout, self._logs_dir() / f"{name}.log"), daemon=True
+        )
         pump.start()
-        child.pumps.append(pump)
-        self._say(f"runstack: started {name} (pid {process.pid}), log {child.log_path}")
+        self.pumps.append(pump)
+        return process
 
     def _pump(self, name: str, stream: IO[bytes], log_path: Path) -> None:
         with stream, open(log_path, "ab") as log:
@@ -347,7 +333,7 @@ class Command(BaseCommand):
             "pid": os.getpid(),
             "port": port,
             "started_devnet": self.started_devnet,
-            "children": {child.name: child.process.pid for child in self.children},
+            "children": self.supervisor.pids(),
         }
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -356,12 +342,7 @@ class Command(BaseCommand):
     def _wait_ready(self, url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            for child in self.children:
-                code = child.process.poll()
-                if code is not None:
-                    raise CommandError(
-                        f"{child.name} exited with status {code} while starting; see its output above"
-                    )
+            self.supervisor.poll()  # a child that dies while starting is started again, and said so
             try:
                 if requests.get(url + "/", timeout=2).status_code == 200:
                     return

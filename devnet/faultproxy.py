@@ -1,6 +1,11 @@
 """A JSON-RPC proxy in front of a real node that injects the faults a real node cannot produce on demand.
 
-It forwards every POST (single calls and batches) to ``upstream`` and, by rule:
+Used by the tests and by the chaos suite (between the control plane and anvil). It forwards every POST (single
+calls and batches) to ``upstream`` and, by rule:
+
+- ``outage("refuse", seconds)``: closes its listening socket and every open connection, so clients get
+  "connection refused" until it listens again on the same port; ``outage("error", seconds)``: answers every
+  request with HTTP 503;
 
 - ``max_log_range``: answers an eth_getLogs spanning more than that many blocks with a provider-style
   JSON-RPC range error (alternating Infura's -32005 "query returned more than 10000 results" and a
@@ -17,7 +22,9 @@ Counters (read them after the calls; they are updated under a lock): ``requests`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,20 +69,25 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._connections: set[socket.socket] = set()
+        self._erroring_until = 0.0
+        self._outage_timer: threading.Timer | None = None
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if not self._port:
             raise RuntimeError("FaultProxy is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> FaultProxy:
+    def start(self, port: int = 0) -> FaultProxy:
+        """Listen on ``port`` (0: a free one; again on the same one after a refusal)."""
         handler = type("Handler", (_Handler,), {"proxy": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", port or self._port), handler)
         server.daemon_threads = True
         server.block_on_close = False  # keep-alive client connections must not hold up stop()
         self._server = server
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="faultproxy", daemon=True
         )
@@ -83,6 +95,11 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        if self._outage_timer is not None:
+            self._outage_timer.cancel()
+        self._close()
+
+    def _close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -90,6 +107,33 @@ class FaultProxy:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:  # keep-alive connections would otherwise go on being served
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def outage(self, kind: str, seconds: float) -> None:
+        """``refuse`` connections or answer every request with an ``error`` for ``seconds``, then heal."""
+        if kind == "refuse":
+            self._close()
+            timer = threading.Timer(seconds, self.start)
+        elif kind == "error":
+            with self._lock:
+                self._erroring_until = time.monotonic() + seconds
+            timer = threading.Timer(seconds, lambda: None)
+        else:
+            raise ValueError(f"unknown outage {kind!r}: refuse or error")
+        timer.daemon = True
+        self._outage_timer = timer
+        timer.start()
+
+    def _track(self, conn: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -102,6 +146,9 @@ class FaultProxy:
     def _http_fault(self, methods: set[str]) -> bool:
         with self._lock:
             self.requests += 1
+            if time.monotonic() < self._erroring_until:
+                self.faults += 1
+                return True
             if not methods & self.fail_methods:
                 return False
             self._matching += 1
@@ -191,6 +238,15 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body in one segment, sent at once: avoids a 40 ms Nagle/delayed-ACK stall per request.
     wbufsize = -1
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.proxy._track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.proxy._track(self.connection, open_=False)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
