@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,12 +56,15 @@ class Supervisor:
         self.backoff_cap = backoff_cap
         self.healthy_after = healthy_after
         self.children: dict[str, Child] = {}
+        # poll() may run on a thread of its own while another stops and resumes children.
+        self._lock = threading.RLock()
 
     def start(self, name: str, args: list[str]) -> Child:
-        child = self.children.setdefault(name, Child(name=name, args=args))
-        child.args = args
-        self._launch(child)
-        return child
+        with self._lock:
+            child = self.children.setdefault(name, Child(name=name, args=args))
+            child.args = args
+            self._launch(child)
+            return child
 
     def _launch(self, child: Child) -> None:
         child.process = self.spawn(child.name, child.args)
@@ -74,6 +78,10 @@ class Supervisor:
 
     def poll(self) -> list[str]:
         """Notice exits and start again what is due; the names of the children (re)started now."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> list[str]:
         now = time.monotonic()
         started = []
         for child in self.children.values():
@@ -97,25 +105,28 @@ class Supervisor:
         return started
 
     def stop(self, name: str, *, kill: bool = False, hold: bool = True, timeout: float = 10.0) -> None:
-        """Stop one child (SIGTERM, or SIGKILL); ``hold`` keeps it stopped until ``resume``."""
-        child = self.children[name]
-        child.held = hold
-        if child.process is not None and child.process.poll() is None:
-            stop_pid(child.process.pid, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=timeout)
-            try:
-                child.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-        if not hold:
-            # Killed on purpose but meant to come back (a crash, as the chaos suite makes one): like any exit.
-            child.restart_at = None
+        """Stop one child (SIGTERM, or SIGKILL). ``hold`` keeps it stopped until ``resume``; without it the
+        child is started again after the first backoff, as after a crash (the chaos suite's kills)."""
+        with self._lock:
+            child = self.children[name]
+            child.held = hold
+            if child.process is not None and child.process.poll() is None:
+                stop_pid(child.process.pid, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=timeout)
+                try:
+                    child.process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+            if not hold:
+                child.restart_at = time.monotonic() + self.backoff_first
 
     def resume(self, name: str) -> None:
-        child = self.children[name]
-        if not child.running:
-            self._launch(child)
+        with self._lock:
+            child = self.children[name]
+            if not child.running:
+                self._launch(child)
 
     def stop_all(self, *, timeout: float = 10.0) -> None:
-        for name in reversed(list(self.children)):
-            self.stop(name, hold=True, timeout=timeout)
+        with self._lock:
+            for name in reversed(list(self.children)):
+                self.stop(name, hold=True, timeout=timeout)

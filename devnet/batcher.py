@@ -125,6 +125,10 @@ class Batcher:
         return root_hex, block
 
 
+# While this file exists in the batch directory, the batcher creates no batch (it still serves their data).
+PAUSE_FILE = "PAUSE"
+
+
 def run_batcher(*, state: dict[str, Any], batches_dir: Path) -> None:
     """Run until SIGTERM/SIGINT: one batch per interval; a chain outage is logged and retried."""
     stopping = threading.Event()
@@ -154,8 +158,12 @@ def run_batcher(*, state: dict[str, Any], batches_dir: Path) -> None:
     logger.info(
         "batcher serving batch data on %s, one batch every %ss", config["data_url"], config["interval"]
     )
+    paused = batches_dir / PAUSE_FILE
     try:
         while not stopping.is_set():
+            if paused.exists():  # the chaos suite lets the network settle: data still served, no new batch
+                stopping.wait(float(config["interval"]))
+                continue
             try:
                 batcher.create_one()
             except Exception as exc:  # the chain may be down; keep going, say so

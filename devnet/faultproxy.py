@@ -73,6 +73,8 @@ class FaultProxy:
         self._connections: set[socket.socket] = set()
         self._erroring_until = 0.0
         self._outage_timer: threading.Timer | None = None
+        self._heal_lock = threading.Lock()
+        self._stopped = False
 
     @property
     def url(self) -> str:
@@ -82,6 +84,7 @@ class FaultProxy:
 
     def start(self, port: int = 0) -> FaultProxy:
         """Listen on ``port`` (0: a free one; again on the same one after a refusal)."""
+        self._stopped = False
         handler = type("Handler", (_Handler,), {"proxy": self})
         server = ThreadingHTTPServer(("127.0.0.1", port or self._port), handler)
         server.daemon_threads = True
@@ -95,9 +98,11 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        if self._outage_timer is not None:
-            self._outage_timer.cancel()
-        self._close()
+        with self._heal_lock:
+            self._stopped = True
+            if self._outage_timer is not None:
+                self._outage_timer.cancel()
+            self._close()
 
     def _close(self) -> None:
         if self._server is not None:
@@ -114,19 +119,32 @@ class FaultProxy:
                 conn.shutdown(socket.SHUT_RDWR)
 
     def outage(self, kind: str, seconds: float) -> None:
-        """``refuse`` connections or answer every request with an ``error`` for ``seconds``, then heal."""
+        """``refuse`` connections or answer every request with an ``error`` for ``seconds``, then heal.
+
+        A new outage first heals the one under way."""
+        if kind not in ("refuse", "error"):
+            raise ValueError(f"unknown outage {kind!r}: refuse or error")
+        self.heal()
         if kind == "refuse":
             self._close()
-            timer = threading.Timer(seconds, self.start)
-        elif kind == "error":
+        else:
             with self._lock:
                 self._erroring_until = time.monotonic() + seconds
-            timer = threading.Timer(seconds, lambda: None)
-        else:
-            raise ValueError(f"unknown outage {kind!r}: refuse or error")
+        timer = threading.Timer(seconds, self.heal)
         timer.daemon = True
         self._outage_timer = timer
         timer.start()
+
+    def heal(self) -> None:
+        """End any outage now: listening again, answering normally."""
+        with self._heal_lock:
+            with self._lock:
+                timer, self._outage_timer = self._outage_timer, None
+                self._erroring_until = 0.0
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()
+            if self._server is None and self._port and not self._stopped:
+                self.start()
 
     def _track(self, conn: socket.socket, *, open_: bool) -> None:
         with self._lock:

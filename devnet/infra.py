@@ -186,6 +186,9 @@ class RedisServer:
             stop_pid(self.pid, sig=signal.SIGKILL if kill else signal.SIGTERM)
         self.pid = None
 
+    def running(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid)
+
     def restart(self) -> None:
         """A Redis restart without persistence: every queued job, lock and sequence in it is gone."""
         self.stop()

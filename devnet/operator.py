@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,6 +241,7 @@ class OperatorNode:
         host: str = "127.0.0.1",
         port: int | None = None,
         timing: OperatorTiming | None = None,
+        acks_path: Path | None = None,
     ) -> None:
         operators = state.get("operators") or []
         if not 0 <= index < len(operators):
@@ -261,6 +263,9 @@ class OperatorNode:
                 base = str(state.get("control_plane_url") or "http://127.0.0.1:8000")
                 send_url = base.rstrip("/") + "/api/v1/signatures"
         self.send_url = send_url
+        # Every response the control plane acknowledged (202), one JSON line each: the chaos suite's evidence,
+        # kept by the operator (not by the control plane), that nothing acknowledged was lost.
+        self.acks_path = acks_path
         self.host = host
         self.port = int(port if port is not None else config["port"])
         token = config.get("control_token")
@@ -664,6 +669,8 @@ class OperatorNode:
             with self._lock:
                 self._counters.responses_sent += 1
                 self._outcomes.append(True)
+            if status == 202 and self.acks_path is not None:
+                self._record_ack(delivery, response)
             logger.info(
                 "%s: batch %s sent to %s (HTTP %d, attempt %d)",
                 self.name,
@@ -697,6 +704,28 @@ class OperatorNode:
             delay,
         )
         self._enqueue(delivery, delay=delay)
+
+    def _record_ack(self, delivery: _Delivery, response: requests.Response) -> None:
+        assert self.acks_path is not None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        sent = json.loads(delivery.body)
+        line = json.dumps(
+            {
+                "batchIdentifierHash": sent["batchIdentifierHash"],
+                "operatorId": sent["operatorId"],
+                "blsSignature": sent["blsSignature"],
+                "status": answer.get("status") if isinstance(answer, dict) else None,
+                "signatureId": answer.get("signatureId") if isinstance(answer, dict) else None,
+                "at": time.time(),
+            }
+        )
+        with self._lock:
+            self.acks_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.acks_path, "a") as acks:
+                acks.write(line + "\n")
 
     def _abandon(self, delivery: _Delivery, reason: str) -> None:
         with self._lock:
@@ -985,6 +1014,7 @@ def run_operator(
     index: int,
     direct: bool,
     stop: threading.Event | None = None,
+    acks_path: Path | None = None,
 ) -> None:
     """Run operator ``index`` of the devnet file until SIGTERM/SIGINT (or ``stop`` is set)."""
     stopping = stop if stop is not None else threading.Event()
@@ -995,7 +1025,7 @@ def run_operator(
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    node = OperatorNode(state=state, index=index, direct=direct).start()
+    node = OperatorNode(state=state, index=index, direct=direct, acks_path=acks_path).start()
     try:
         while not stopping.wait(1.0):
             pass

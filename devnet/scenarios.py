@@ -7,27 +7,20 @@ after 15 s instead of 100 s) so a scenario takes about a minute; the failure mod
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 import requests
 from django.conf import settings
 
-from devnet.anvil import stop_pid
-from devnet.components import aggregator_replace, component_start, component_stop, logs_dir, manage_py_args
+from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
+from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
 from devnet.state import state_path
 from monitoring.chain import ChainClient
 from monitoring.ingest.abi import TOPICS, batch_identifier, decode_log
@@ -41,7 +34,9 @@ DIRECT_RETRY_INTERVAL = 1.0
 class BatchOutcome:
     identifier: str
     created_block: int
+    merkle_root: str = ""
     verified_block: int | None = None
+    verifications: int = 0  # BatchVerified events for it: exactly one is right
 
     @property
     def lost(self) -> bool:
@@ -65,7 +60,9 @@ class ScenarioSummary:
         return sum(1 for b in self.batches if b.lost)
 
 
-class _Chain:
+class ChainWatch:
+    """What the chain itself says about batches: the source of truth no control-plane process writes."""
+
     def __init__(self, state: dict[str, Any]) -> None:
         self.client = ChainClient(state["rpc_url"], max_attempts=3, backoff_base=0.1)
         self.service_manager = state["contracts"]["service_manager"]
@@ -87,13 +84,20 @@ class _Chain:
                 continue
             identifier = batch_identifier(event.args["batchMerkleRoot"], event.args["senderAddress"])
             if event.name == "NewBatchV3":
-                batches[identifier] = BatchOutcome(identifier=identifier, created_block=log.block_number)
+                batches[identifier] = BatchOutcome(
+                    identifier=identifier,
+                    created_block=log.block_number,
+                    merkle_root=str(event.args["batchMerkleRoot"]).lower(),
+                )
             elif identifier in batches:
                 batches[identifier].verified_block = log.block_number
+                batches[identifier].verifications += 1
         return sorted((b for b in batches.values() if b.created_block > after), key=lambda b: b.created_block)
 
 
-def _wait_for_batches(chain: _Chain, count: int, *, after: int, timeout: float = 120.0) -> list[BatchOutcome]:
+def _wait_for_batches(
+    chain: ChainWatch, count: int, *, after: int, timeout: float = 120.0
+) -> list[BatchOutcome]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         batches = chain.outcomes(after=after)
@@ -103,21 +107,14 @@ def _wait_for_batches(chain: _Chain, count: int, *, after: int, timeout: float =
     raise TimeoutError(f"fewer than {count} batches were created within {timeout:g} s")
 
 
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _wait_ready(state: dict[str, Any], timeout: float = 60.0) -> None:
+def wait_ready(state: dict[str, Any], timeout: float = 60.0) -> None:
     """Until the aggregator and every operator answer healthy: batches before that prove nothing."""
     urls = [state["aggregator"]["url"] + "/health"] + [
         op["socket"] + "/eigen/node/health" for op in state["operators"]
     ]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(_answers(url) for url in urls):
+        if all(answers(url) for url in urls):
             return
         time.sleep(0.2)
     raise TimeoutError("the devnet's operators and aggregator did not all become healthy")
@@ -144,87 +141,6 @@ def _wait_mid_quorum(state: dict[str, Any], timeout: float = 30.0) -> None:
             return
         time.sleep(0.02)
     raise TimeoutError("the aggregator never held a partial aggregate")
-
-
-CONTROL_PLANE_ENV = {
-    "INGEST_CONFIRMATIONS": "0",
-    "INGEST_POLL_INTERVAL": "0.5",
-    "VERIFIER_POLL_INTERVAL": "0.5",
-    "RECOVERY_INTERVAL": "0.5",
-    "RECOVERY_BACKOFF_CAP": "3",
-    "RECOVERY_CATCHUP_GRACE": "3",
-    "LIVENESS_PROBE_INTERVAL": "1",
-    "LIVENESS_PROBE_TIMEOUT": "0.5",
-    "RECOVERY_LEASE_SECONDS": "5",
-    "ALERTS_INTERVAL": "1",
-}
-
-
-class ControlPlane:
-    """The control plane's processes, as `make run` starts them, with short intervals for a quick scenario."""
-
-    def __init__(self, *, url: str, logs: Path) -> None:
-        parsed = urlparse(url)
-        self.url = url
-        self.logs = logs
-        self.env = {**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path())}
-        self.env.setdefault("SECRET_KEY", "scenario-only")
-        self.commands = {
-            "cp-ingest": manage_py_args("ingest"),
-            "cp-verifier": manage_py_args("verifier"),
-            "cp-prober": manage_py_args("probe_operators"),
-            "cp-recovery": manage_py_args("recovery"),
-            "cp-alerts": manage_py_args("alerts"),
-            "cp-worker": manage_py_args("rqworker", "default"),
-            "cp-web": [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                parsed.hostname or "127.0.0.1",
-                "-p",
-                str(parsed.port or 8000),
-                "controlplane.asgi:application",
-            ],
-        }
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self) -> None:
-        from django.core.management import call_command
-        from django.db import connections
-
-        quiet = io.StringIO()
-        call_command("migrate", interactive=False, verbosity=0, stdout=quiet)
-        # A scenario's devnet is a new chain: the ledger of an earlier one describes nothing real.
-        call_command("ingest", "--reset", "--once", verbosity=0, stdout=quiet)
-        connections.close_all()
-        for name in self.commands:
-            self.start_one(name)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _answers(self.url + "/healthz"):
-            time.sleep(0.2)
-
-    def start_one(self, name: str) -> None:
-        with open(self.logs / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen(
-                self.commands[name],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=settings.BASE_DIR,
-            )
-
-    def stop_one(self, name: str, *, kill: bool = False) -> None:
-        process = self.processes.pop(name)
-        stop_pid(process.pid, sig=signal.SIGKILL if kill else signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-    def stop(self) -> None:
-        for name in list(self.processes):
-            self.stop_one(name)
 
 
 def _wait_for_running_recovery(timeout: float = 15.0) -> bool:
@@ -282,11 +198,15 @@ def scenario_run(
     control_plane: ControlPlane | None = None
     try:
         if not direct:
-            control_plane = ControlPlane(url=control_plane_url, logs=logs_dir(state_path()))
+            control_plane = ControlPlane(
+                url=control_plane_url,
+                logs=logs_dir(state_path()),
+                env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path())},
+            )
             control_plane.start()
             say(f"control plane up at {control_plane_url}")
-        chain = _Chain(state)
-        _wait_ready(state)
+        chain = ChainWatch(state)
+        wait_ready(state)
         ready = chain.head()
         _wait_for_batches(chain, 1, after=ready)
         fault_ended: float | None = None

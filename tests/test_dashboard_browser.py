@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from devnet.anvil import free_port
-from devnet.scenarios import CONTROL_PLANE_ENV, ControlPlane
+from devnet.stack import CONTROL_PLANE_ENV, ControlPlane
 from monitoring.bls import keypair_from_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     for key in ("CHAIN_RPC_URL", "SERVICE_MANAGER_ADDRESS", "REGISTRY_ADDRESSES", "START_BLOCK"):
         env.pop(key, None)
-    control_plane = ControlPlane(url=url, logs=directory)
-    control_plane.env = env
+    control_plane = ControlPlane(url=url, logs=directory, env=env)
     stack = Stack(url=url, database_url=database_url, env=env, state={})
     try:
         stack.manage("devnet", "up", "--operators", "4", "--batch-interval", "3", "--control-plane-url", url)
@@ -119,6 +118,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         for name in control_plane.commands:
             control_plane.start_one(name)
+        control_plane.watch()
         wait_until("the control plane's web server", lambda: _answers(url + "/healthz"))
         yield stack
     finally:

@@ -146,13 +146,17 @@ def test_it_rides_out_postgres_and_redis_restarts_in_every_long_running_command(
         for name, process in processes.items():
             process.send_signal(signal.SIGTERM)
             outputs[name] = process.communicate(timeout=30)[0]
+    outages_said = 0
     for name, process in processes.items():
         output = outputs[name]
         assert process.returncode == 0, f"{name} exited {process.returncode}:\n{output}"
         assert "Traceback" not in output, f"{name}:\n{output}"
+        # At most once per outage (a loop whose pool reconnected within its timeout may not notice one at all).
         said = output.count("postgres unavailable")
-        assert 1 <= said <= 3, f"{name} said the outage {said} times (three outages):\n{output}"
+        assert said <= 3, f"{name} said the outage {said} times (three outages):\n{output}"
         assert output.count("postgres is back") == said, output
+        outages_said += said
+    assert outages_said >= 1, outputs
     assert output.count("alerts: evaluating every 0.2s") >= 2, "took its lock again after losing it"
 
 

@@ -53,9 +53,29 @@ class Command(BaseCommand):
             p.add_argument("component", help="chain, aggregator, batcher or operator-1..N")
         sub.add_parser("replace-aggregator", help="a new aggregator process: new boot id, same key and URL")
 
-        chaos = sub.add_parser("chaos", help="apply a reproducible schedule of faults to the running devnet")
-        chaos.add_argument("--seed", type=int, required=True)
-        chaos.add_argument("--duration", type=float, required=True, help="seconds")
+        chaos = sub.add_parser(
+            "chaos",
+            help="--seed N: a reproducible schedule of faults on the running devnet; --seeds 1-50: the chaos "
+            "suite (a fresh devnet and control plane per seed, faults in every component, invariants checked)",
+        )
+        which = chaos.add_mutually_exclusive_group(required=True)
+        which.add_argument("--seed", type=int, help="one schedule, applied to the running devnet")
+        which.add_argument("--seeds", help="the suite over these seeds: 1-50, 17, or 3,7,9-12")
+        chaos.add_argument(
+            "--duration",
+            type=float,
+            default=None,
+            help="seconds of faults (the suite: 60 per seed by default)",
+        )
+        chaos.add_argument(
+            "--faults",
+            default="all",
+            choices=["all", "devnet", "control-plane", "infra"],
+            help="the suite's fault kinds (default all)",
+        )
+        chaos.add_argument(
+            "--out", default=None, help="the suite's working and log directory (default $DEVNET_DIR/chaos)"
+        )
 
         scenario = sub.add_parser(
             "scenario", help="run a named fault scenario on a fresh devnet and count losses"
@@ -149,9 +169,34 @@ class Command(BaseCommand):
         self.stdout.write(f"aggregator: replaced (pid {old} -> {new}; a new boot id, the same key)")
 
     def _chaos(self, options: dict[str, Any]) -> None:
-        from devnet.chaos import chaos_run
+        if options["seeds"] is None:
+            from devnet.chaos import chaos_run
 
-        chaos_run(seed=options["seed"], duration=options["duration"], say=self.stdout.write)
+            if options["duration"] is None:
+                raise CommandError("devnet chaos --seed N needs --duration SECONDS")
+            chaos_run(seed=options["seed"], duration=options["duration"], say=self.stdout.write)
+            return
+        from devnet.chaos_suite import chaos_suite, parse_seeds
+
+        try:
+            seeds = parse_seeds(options["seeds"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        duration = 60.0 if options["duration"] is None else float(options["duration"])
+        if duration < 10:
+            raise CommandError("--duration must be at least 10 seconds")
+        root = Path(options["out"]) if options["out"] else Path(settings.DEVNET_DIR) / "chaos"
+
+        def say(line: str) -> None:
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        results = chaos_suite(seeds=seeds, duration=duration, faults=options["faults"], root=root, say=say)
+        failed = [r.seed for r in results if not r.ok]
+        if failed:
+            raise CommandError(
+                f"{len(failed)} of {len(results)} seeds failed: {', '.join(map(str, failed))}", returncode=1
+            )
 
     def _scenario(self, options: dict[str, Any]) -> None:
         from devnet.scenarios import CONTROL_PLANE_SCENARIOS, scenario_run
@@ -191,8 +236,14 @@ class Command(BaseCommand):
         from devnet.operator import run_operator
 
         self._foreground()
-        state = load_state(Path(options["state"]))
-        run_operator(state=state, index=options["index"], direct=bool(state.get("direct")))
+        state_file = Path(options["state"])
+        state = load_state(state_file)
+        run_operator(
+            state=state,
+            index=options["index"],
+            direct=bool(state.get("direct")),
+            acks_path=state_file.parent / "acks" / f"operator-{options['index'] + 1}.jsonl",
+        )
 
 
 def _config(options: dict[str, Any], *, port: int | None = None) -> Any:

@@ -1,0 +1,562 @@
+"""``devnet chaos --seeds 1-50``: the promise under random faults of every component, checked from the chain.
+
+Each seed gets a fresh devnet (5 operators with unequal stakes, a tenth of the batches invalid) and the whole
+control plane, on a Postgres cluster and a Redis server the suite started itself (so they can be restarted and
+crashed), with a fault proxy between the control plane and the chain. A schedule that is a pure function of the
+seed then mixes every fault this module knows (``FAULT_KINDS``). After the faults stop, everything is healed,
+the batcher pauses, and the suite waits for the network to settle. Then it checks, Jepsen-style, from sources
+the control plane does not write:
+
+- every valid batch created during the run has exactly one ``BatchVerified`` on chain (else it is lost);
+- no batch the batcher made invalid (its stored data fails the operators' check) is verified;
+- every signature the intake acknowledged (the operators' own log of 202 answers) is in Postgres, verified
+  or invalid;
+- how long after the last fault healed the last batch was verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from devnet.anvil import free_port, rpc
+from devnet.batcher import PAUSE_FILE
+from devnet.batches import BatchFormatError, check_batch, parse_batch
+from devnet.components import aggregator_replace, component_running, component_start, component_stop
+from devnet.faultproxy import FaultProxy
+from devnet.infra import PostgresServer, RedisServer
+from devnet.network import DevnetConfig, devnet_down, devnet_up
+from devnet.scenarios import ChainWatch, wait_ready
+from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
+from devnet.state import load_state
+
+FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    "devnet": ("operator", "stake-down", "aggregator-crash", "aggregator-replace", "aggregator-outage"),
+    "control-plane": ("cp-kill",),
+    "infra": (
+        "redis-flush",
+        "redis-restart",
+        "postgres-restart",
+        "postgres-crash",
+        "rpc-refuse",
+        "rpc-error",
+        "reorg",
+    ),
+}
+FAULT_GROUPS = ("all", *FAULT_KINDS)
+CONTROL_PLANE_PROCESSES = (
+    "cp-ingest",
+    "cp-verifier",
+    "cp-prober",
+    "cp-recovery",
+    "cp-alerts",
+    "cp-worker",
+    "cp-web",
+)
+# The loops this project runs: they must never exit by themselves (the RQ worker and daphne may; they are restarted).
+OWN_LOOPS = ("cp-ingest", "cp-verifier", "cp-prober", "cp-recovery", "cp-alerts")
+OPERATORS = 5
+BATCH_INTERVAL = 3.0
+TASK_WINDOW = 15.0  # the aggregator forgets a task after this (upstream: 100 s)
+RETRY_WINDOW = 10.0  # direct operators give up after this (10 tries, 1 s apart)
+CONFIRMATIONS = 3  # the ingester's depth: every reorg is shallower
+SETTLE_TIMEOUT = 300.0
+_NETWORK_SETTINGS = (
+    "SERVICE_MANAGER_ADDRESS",
+    "REGISTRY_ADDRESSES",
+    "START_BLOCK",
+    "AGGREGATOR_URL",
+    "OPERATOR_CONTROL_TOKENS",
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the faults start
+    kind: str
+    target: str = ""
+    lasts: float = 0.0  # seconds until it heals (0: a moment, like a flush or a restart)
+    mode: str = ""  # stop or kill; refuse or error; the reorg depth
+
+    def describe(self) -> str:
+        parts = [f"t+{self.at:5.1f}s", self.kind]
+        if self.target:
+            parts.append(self.target)
+        if self.mode:
+            parts.append(self.mode)
+        if self.lasts:
+            parts.append(f"for {self.lasts:.1f}s")
+        return " ".join(parts)
+
+
+def fault_kinds(group: str) -> tuple[str, ...]:
+    if group == "all":
+        return tuple(kind for kinds in FAULT_KINDS.values() for kind in kinds)
+    if group not in FAULT_KINDS:
+        raise ValueError(f"--faults must be one of {', '.join(FAULT_GROUPS)}, not {group!r}")
+    return FAULT_KINDS[group]
+
+
+def suite_schedule(*, seed: int, duration: float, faults: str = "all") -> list[Fault]:
+    """Every fault kind of the group at least once (each control-plane process killed once), plus as many
+    random extra ones as the duration holds, at times spread over the run. A pure function of its arguments."""
+    rng = random.Random(f"avs-controlplane/chaos/{seed}/{faults}")
+    kinds = fault_kinds(faults)
+    plan: list[tuple[str, str]] = []
+    for kind in kinds:
+        plan += [(kind, p) for p in CONTROL_PLANE_PROCESSES] if kind == "cp-kill" else [(kind, "")]
+    plan += [(rng.choice(kinds), "") for _ in range(int(duration // 15))]
+    rng.shuffle(plan)
+    operators = [f"operator-{i}" for i in range(1, OPERATORS + 1)]
+    largest = operators[-2:]  # stakes 10..50: the two largest hold 60%, more than a third
+    schedule = []
+    for i, (kind, target) in enumerate(plan):
+        at = 1.0 + (duration - 2.0) * (i + rng.random()) / len(plan)
+        mode, lasts = "", 0.0
+        if kind == "operator":
+            target, mode, lasts = rng.choice(operators), rng.choice(["stop", "kill"]), rng.uniform(3, 10)
+        elif kind == "stake-down":  # across several batches
+            target, mode, lasts = "+".join(largest), rng.choice(["stop", "kill"]), rng.uniform(12, 20)
+        elif kind == "aggregator-crash":
+            target, lasts = "aggregator", rng.uniform(1, 5)
+        elif kind == "aggregator-replace":
+            target = "aggregator"
+        elif kind == "aggregator-outage":  # longer than the operators' retries and the task window
+            target, lasts = "aggregator", rng.uniform(TASK_WINDOW + 3, TASK_WINDOW + 10)
+        elif kind == "cp-kill":
+            target = target or rng.choice(CONTROL_PLANE_PROCESSES)
+        elif kind in ("rpc-refuse", "rpc-error"):
+            lasts = rng.uniform(3, 8)
+        elif kind == "reorg":
+            mode = f"depth {rng.randint(1, CONFIRMATIONS - 1)}"
+        at = max(0.5, min(at, duration - lasts))  # every fault heals by the end of the run
+        schedule.append(Fault(at=round(at, 1), kind=kind, target=target, lasts=round(lasts, 1), mode=mode))
+    return sorted(schedule, key=lambda f: (f.at, f.kind, f.target))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1-50``, ``17`` or ``1,4,9-12``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(
+                f"--seeds takes numbers and ranges such as 1-50 or 3,7,9-12, not {text!r}"
+            ) from None
+        if first < 0 or last < first:
+            raise ValueError(f"--seeds: {part!r} is not a range of seeds")
+        seeds += range(first, last + 1)
+    return list(dict.fromkeys(seeds))
+
+
+def chain_reorg(url: str, *, depth: int) -> None:
+    """Replace the newest ``depth`` blocks with new ones holding the same transactions (a real reorg: new
+    hashes, nothing lost), with mining paused meanwhile so no block slips in between reading and replacing."""
+    rpc(url, "evm_setIntervalMining", [0])
+    try:
+        head = int(str(rpc(url, "eth_blockNumber")), 16)
+        replay: list[list[object]] = []
+        for offset, number in enumerate(range(head - depth + 1, head + 1)):
+            block = rpc(url, "eth_getBlockByNumber", [hex(number), False])
+            assert isinstance(block, dict)
+            for tx_hash in block.get("transactions") or []:
+                replay.append([rpc(url, "eth_getRawTransactionByHash", [tx_hash]), offset])
+        rpc(url, "anvil_reorg", [depth, replay])
+    finally:
+        rpc(url, "evm_setIntervalMining", [1])
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    schedule: list[Fault]
+    logs: Path
+    created: int = 0  # valid batches
+    invalid: int = 0
+    verified: int = 0
+    lost: list[str] = field(default_factory=list)
+    verified_twice: list[str] = field(default_factory=list)
+    invalid_verified: list[str] = field(default_factory=list)
+    acknowledged: int = 0
+    acks_lost: list[str] = field(default_factory=list)
+    settle: float | None = None
+    exits: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def loops_exited(self) -> dict[str, int]:
+        return {name: n for name, n in self.exits.items() if name in OWN_LOOPS}
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.verified_twice
+            or self.invalid_verified
+            or self.acks_lost
+            or self.error
+            or self.settle is None
+            or self.loops_exited
+        )
+
+    def line(self) -> str:
+        settle = (
+            f"settled {self.settle:.1f} s after the last fault"
+            if self.settle is not None
+            else "never settled"
+        )
+        text = (
+            f"seed {self.seed}: {'ok' if self.ok else 'FAILED'}: {self.created} batches created "
+            f"(+{self.invalid} invalid), {self.verified} verified, {len(self.lost)} lost, "
+            f"{len(self.verified_twice)} verified twice, {len(self.invalid_verified)} invalid verified, "
+            f"{self.acknowledged} acknowledged signatures ({len(self.acks_lost)} lost), {settle}, "
+            f"{len(self.schedule)} faults"
+        )
+        if self.exits:
+            text += "; exited by themselves: " + ", ".join(f"{n} x{c}" for n, c in sorted(self.exits.items()))
+        if self.error:
+            text += f"; error: {self.error}"
+        return text
+
+
+class _Seed:
+    """One seed's network, control plane and faults."""
+
+    def __init__(
+        self, *, seed: int, root: Path, pg: PostgresServer, redis: RedisServer, say: Callable[[str], object]
+    ):
+        self.seed = seed
+        self.dir = root / f"seed-{seed}"
+        self.state_file = self.dir / "devnet.json"
+        self.pg = pg
+        self.redis = redis
+        self.say = say
+        self.proxy: FaultProxy | None = None
+        self.control_plane: ControlPlane | None = None
+        self.rpc_url = ""
+        self.database = ""
+
+    # -- set-up and tear-down ---------------------------------------------------------------------------
+
+    def up(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.database = self.pg.create_database(f"chaos_{self.seed}")
+        self.redis.flush()
+        url = f"http://127.0.0.1:{free_port()}"
+        state = devnet_up(
+            config=DevnetConfig(
+                operators=OPERATORS,
+                seed=f"chaos-{self.seed}",
+                block_time=1.0,
+                batch_interval=BATCH_INTERVAL,
+                invalid_rate=0.1,
+                control_plane_url=url,
+                task_window=TASK_WINDOW,
+                direct_retry_interval=RETRY_WINDOW / 10,
+            ),
+            path=self.state_file,
+        )
+        self.rpc_url = str(state["rpc_url"])
+        # One block a second from now on, transactions included at the next one: the mode a reorg can pause
+        # and resume exactly (the set-up used mixed mining, to be quick).
+        rpc(self.rpc_url, "evm_setIntervalMining", [1])
+        self.proxy = FaultProxy(self.rpc_url).start()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key
+            not in (
+                "SERVICE_MANAGER_ADDRESS",
+                "REGISTRY_ADDRESSES",
+                "START_BLOCK",
+                "AGGREGATOR_URL",
+                "OPERATOR_CONTROL_TOKENS",
+            )
+        }
+        env.update(
+            {
+                **CONTROL_PLANE_ENV,
+                "INGEST_CONFIRMATIONS": str(CONFIRMATIONS),
+                "DATABASE_URL": self.database,
+                "REDIS_URL": self.redis.url,
+                "CHAIN_RPC_URL": self.proxy.url,
+                "DEVNET_FILE": str(self.state_file),
+                "DEVNET_DIR": str(self.dir),
+                "SECRET_KEY": "chaos-only",
+                "DEBUG": "0",
+            }
+        )
+        self.control_plane = ControlPlane(url=url, logs=self.dir / "logs", env=env)
+        self.control_plane.start(reset_ledger=False)
+        wait_ready(state, timeout=120)
+        deadline = time.monotonic() + 60
+        while not answers(url + "/healthz"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the control plane's web server never answered")
+            time.sleep(0.2)
+
+    def down(self, *, keep: bool) -> None:
+        if self.control_plane is not None:
+            self.control_plane.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+        try:
+            devnet_down(path=self.state_file)
+        except Exception as exc:
+            self.say(f"seed {self.seed}: stopping the devnet: {exc}")
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- faults --------------------------------------------------------------------------------------------
+
+    def apply(self, schedule: list[Fault]) -> None:
+        """Run the schedule in real time: each fault at its time, its healing ``lasts`` seconds later."""
+        actions: list[tuple[float, int, Callable[[], None], str]] = []
+        for i, fault in enumerate(schedule):
+            start, heal = self._fault(fault)
+            actions.append((fault.at, i, start, fault.describe()))
+            if heal is not None:
+                actions.append((fault.at + fault.lasts, i, heal, f"heal {fault.kind} {fault.target}".strip()))
+        actions.sort(key=lambda a: (a[0], a[1]))
+        with open(self.dir / "logs" / "chaos.log", "a") as log:
+            began = time.monotonic()
+            for at, _, action, text in actions:
+                delay = at - (time.monotonic() - began)
+                if delay > 0:
+                    time.sleep(delay)
+                try:
+                    action()
+                    log.write(f"t+{time.monotonic() - began:6.1f}s {text}\n")
+                except Exception as exc:
+                    log.write(
+                        f"t+{time.monotonic() - began:6.1f}s {text}: FAILED {type(exc).__name__}: {exc}\n"
+                    )
+                log.flush()
+
+    def _fault(self, fault: Fault) -> tuple[Callable[[], None], Callable[[], None] | None]:
+        assert self.proxy is not None
+        assert self.control_plane is not None
+        path, proxy, control_plane = self.state_file, self.proxy, self.control_plane
+        kind = fault.kind
+        if kind in ("operator", "stake-down", "aggregator-crash", "aggregator-outage"):
+            names = fault.target.split("+")
+            kill = kind.startswith("aggregator") or fault.mode == "kill"
+
+            def stop() -> None:
+                for name in names:
+                    component_stop(name=name, kill=kill, path=path)
+
+            def start() -> None:
+                state = load_state(path)
+                for name in names:
+                    if not component_running(state, name):
+                        component_start(name=name, path=path)
+
+            return stop, start
+        if kind == "aggregator-replace":
+
+            def replace() -> None:
+                aggregator_replace(path=path, kill_old=True)
+
+            return replace, None
+        if kind == "cp-kill":
+            return lambda: control_plane.crash(fault.target), None
+        if kind == "redis-flush":
+            return self.redis.flush, None
+        if kind == "redis-restart":
+            return self.redis.restart, None
+        if kind == "postgres-restart":
+            return lambda: self.pg.restart(mode="fast"), None
+        if kind == "postgres-crash":
+            return lambda: self.pg.restart(mode="immediate"), None
+        if kind in ("rpc-refuse", "rpc-error"):
+            return lambda: proxy.outage(kind.split("-")[1], fault.lasts), proxy.heal
+        if kind == "reorg":
+            return lambda: chain_reorg(self.rpc_url, depth=int(fault.mode.split()[-1])), None
+        raise ValueError(f"unknown fault {kind!r}")
+
+    def heal_all(self) -> None:
+        """Whatever a fault left down is brought back (the run ends healed)."""
+        assert self.proxy is not None
+        assert self.control_plane is not None
+        self.proxy.heal()
+        if not self.pg.running():
+            self.pg.start()
+        if not self.redis.running():
+            self.redis.start()
+        state = load_state(self.state_file)
+        for name in state.get("components", {}):
+            if name != "chain" and not component_running(state, name):
+                component_start(name=name, path=self.state_file)
+        for name in self.control_plane.commands:
+            self.control_plane.start_one(name)
+
+    # -- what happened ---------------------------------------------------------------------------------
+
+    def validity(self, outcomes: Iterable[Any]) -> dict[str, bool]:
+        """Per batch, whether its data passes the operators' check (read from the batcher's own files)."""
+        valid = {}
+        for outcome in outcomes:
+            try:
+                raw = (self.dir / "batches" / f"{outcome.merkle_root}.json").read_bytes()
+                check = check_batch(
+                    batch=parse_batch(raw), expected_root=bytes.fromhex(outcome.merkle_root[2:])
+                )
+                valid[outcome.identifier] = check.ok
+            except (OSError, BatchFormatError):
+                valid[outcome.identifier] = False
+        return valid
+
+    def acknowledged(self) -> list[dict[str, Any]]:
+        acks = []
+        for path in sorted((self.dir / "acks").glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    acks.append(json.loads(line))
+        return acks
+
+    def acks_unsettled(self, acks: list[dict[str, Any]]) -> list[str]:
+        """Acknowledged signatures that are not in Postgres, verified or invalid (yet, or at all)."""
+        if not acks:
+            return []
+        with psycopg.connect(self.database, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT batch_identifier, operator_id, signature_x, signature_y FROM monitoring_signature "
+                "WHERE status IN ('verified', 'invalid')"
+            ).fetchall()
+        final = {tuple(str(v).lower() for v in row) for row in rows}
+        missing = []
+        for ack in acks:
+            key = (
+                ack["batchIdentifierHash"].lower(),
+                ack["operatorId"].lower(),
+                ack["blsSignature"]["X"].lower(),
+                ack["blsSignature"]["Y"].lower(),
+            )
+            if key not in final:
+                missing.append(f"{key[1][:10]} on {key[0][:10]}")
+        return missing
+
+
+def chaos_seed(
+    *,
+    seed: int,
+    duration: float,
+    faults: str,
+    root: Path,
+    pg: PostgresServer,
+    redis: RedisServer,
+    say: Callable[[str], object],
+) -> SeedResult:
+    run = _Seed(seed=seed, root=root, pg=pg, redis=redis, say=say)
+    result = SeedResult(
+        seed=seed, schedule=suite_schedule(seed=seed, duration=duration, faults=faults), logs=run.dir
+    )
+    try:
+        run.up()
+        state = load_state(run.state_file)
+        chain = ChainWatch(state)
+        start_block = chain.head()
+        run.apply(result.schedule)
+        run.heal_all()
+        (run.dir / "batches" / PAUSE_FILE).touch()  # no new batch: the run's batches settle
+        healed = time.monotonic()
+        deadline = healed + SETTLE_TIMEOUT
+        settled_at: float | None = None
+        while time.monotonic() < deadline:
+            outcomes = chain.outcomes(after=start_block)
+            valid = run.validity(outcomes)
+            pending = [o for o in outcomes if valid[o.identifier] and o.verifications == 0]
+            if not pending and not run.acks_unsettled(run.acknowledged()):
+                settled_at = time.monotonic()
+                break
+            time.sleep(1.0)
+        outcomes = chain.outcomes(after=start_block)
+        valid = run.validity(outcomes)
+        good = [o for o in outcomes if valid[o.identifier]]
+        bad = [o for o in outcomes if not valid[o.identifier]]
+        last_verified = max((o.verified_block or 0 for o in good), default=0)
+        result.created, result.invalid = len(good), len(bad)
+        result.verified = sum(1 for o in good if o.verifications)
+        result.lost = [o.identifier for o in good if not o.verifications]
+        result.verified_twice = [o.identifier for o in good if o.verifications > 1]
+        result.invalid_verified = [o.identifier for o in bad if o.verifications]
+        acks = run.acknowledged()
+        result.acknowledged = len(acks)
+        result.acks_lost = run.acks_unsettled(acks)
+        if settled_at is not None:
+            result.settle = max(0.0, settled_at - healed) if last_verified else 0.0
+        assert run.control_plane is not None
+        result.exits = run.control_plane.unexpected_exits()
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        run.down(keep=not result.ok)
+    return result
+
+
+def summary_line(results: list[SeedResult]) -> str:
+    settles = sorted(r.settle for r in results if r.settle is not None)
+
+    def pct(q: float) -> str:
+        if not settles:
+            return "-"
+        return f"{settles[min(len(settles) - 1, round(q * (len(settles) - 1)))]:.1f}"
+
+    p50 = f"{statistics.median(settles):.1f}" if settles else "-"
+    return (
+        f"chaos: {len(results)} seeds, {sum(r.created for r in results)} batches created, "
+        f"{sum(r.verified for r in results)} verified, {sum(len(r.lost) for r in results)} lost, "
+        f"{sum(len(r.acks_lost) for r in results)} acknowledged signatures lost, "
+        f"settle p50/p95/max {p50}/{pct(0.95)}/{settles[-1] if settles else '-'} s"
+    )
+
+
+def chaos_suite(
+    *, seeds: list[int], duration: float, faults: str, root: Path, say: Callable[[str], object]
+) -> list[SeedResult]:
+    fault_kinds(faults)  # refuse an unknown group before starting anything
+    root.mkdir(parents=True, exist_ok=True)
+    pg = PostgresServer(root / "infra" / "postgres").init()
+    redis = RedisServer(root / "infra" / "redis")
+    results: list[SeedResult] = []
+    try:
+        pg.start()
+        redis.start()
+        say(
+            f"chaos: {len(seeds)} seeds, {duration:g} s of {faults} faults each; own Postgres on port {pg.port}, "
+            f"own Redis on port {redis.port}; logs under {root}"
+        )
+        for seed in seeds:
+            result = chaos_seed(
+                seed=seed, duration=duration, faults=faults, root=root, pg=pg, redis=redis, say=say
+            )
+            results.append(result)
+            say(result.line())
+            if not result.ok:
+                say(f"seed {seed}: schedule (replay it with --seeds {seed}); logs kept in {result.logs}")
+                for fault in result.schedule:
+                    say(f"    {fault.describe()}")
+                for identifier in result.lost:
+                    say(f"    lost: batch {identifier}")
+                for ack in result.acks_lost:
+                    say(f"    acknowledged signature lost: {ack}")
+    finally:
+        redis.stop()
+        pg.destroy()
+    say(summary_line(results))
+    return results
