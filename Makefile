@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: run test bench setup lint typecheck contracts contracts-check vendor vendor-check browser services clean
+.PHONY: run test bench chaos setup lint typecheck contracts contracts-check vendor vendor-check browser services clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -58,6 +58,11 @@ test: setup services browser lint typecheck contracts-check vendor-check
 
 bench: setup services
 	$(PY) -m tests.benchmarks.run $(BENCH_ARGS)
+
+# The chaos suite over 50 seeds (over an hour): every component faulted, invariants read from the chain. It
+# starts its own Postgres cluster and Redis server; `make test` runs 3 of its seeds.
+chaos: setup services
+	SECRET_KEY=$${SECRET_KEY:-chaos-suite-only} $(PY) manage.py devnet chaos --seeds $(or $(CHAOS_SEEDS),1-50) $(CHAOS_ARGS)
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

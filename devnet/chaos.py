@@ -1,4 +1,8 @@
-"""``devnet chaos``: a reproducible schedule of faults (the same seed gives the same schedule) applied live."""
+"""``devnet chaos``: reproducible schedules of faults (the same seed gives the same schedule).
+
+``chaos_schedule``/``chaos_run`` apply operator and aggregator faults to the running devnet (``--seed N``);
+``suite_schedule`` is the chaos suite's schedule over every component (``--seeds``, run by ``chaos_suite``).
+"""
 
 from __future__ import annotations
 
@@ -79,3 +83,117 @@ def _apply(event: ChaosEvent, *, path: Path) -> None:
             component_start(name=event.component, path=path)
     else:
         component_stop(name=event.component, kill=event.action == "kill", path=path)
+
+
+# --- the suite's schedule ------------------------------------------------------------------------------
+
+FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    "devnet": ("operator", "stake-down", "aggregator-crash", "aggregator-replace", "aggregator-outage"),
+    "control-plane": ("cp-kill",),
+    "infra": (
+        "redis-flush",
+        "redis-restart",
+        "postgres-restart",
+        "postgres-crash",
+        "rpc-refuse",
+        "rpc-error",
+        "reorg",
+    ),
+}
+FAULT_GROUPS = ("all", *FAULT_KINDS)
+CONTROL_PLANE_PROCESSES = (
+    "cp-ingest",
+    "cp-verifier",
+    "cp-prober",
+    "cp-recovery",
+    "cp-alerts",
+    "cp-worker",
+    "cp-web",
+)
+OPERATORS = 5
+BATCH_INTERVAL = 3.0
+TASK_WINDOW = 15.0  # the aggregator forgets a task after this (upstream: 100 s)
+RETRY_WINDOW = 10.0  # direct operators give up after this (10 tries, 1 s apart)
+CONFIRMATIONS = 3  # the ingester's depth: every reorg is shallower
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the faults start
+    kind: str
+    target: str = ""
+    lasts: float = 0.0  # seconds until it heals (0: a moment, like a flush or a restart)
+    mode: str = ""  # stop or kill; refuse or error; the reorg depth
+
+    def describe(self) -> str:
+        parts = [f"t+{self.at:5.1f}s", self.kind]
+        if self.target:
+            parts.append(self.target)
+        if self.mode:
+            parts.append(self.mode)
+        if self.lasts:
+            parts.append(f"for {self.lasts:.1f}s")
+        return " ".join(parts)
+
+
+def fault_kinds(group: str) -> tuple[str, ...]:
+    if group == "all":
+        return tuple(kind for kinds in FAULT_KINDS.values() for kind in kinds)
+    if group not in FAULT_KINDS:
+        raise ValueError(f"--faults must be one of {', '.join(FAULT_GROUPS)}, not {group!r}")
+    return FAULT_KINDS[group]
+
+
+def suite_schedule(*, seed: int, duration: float, faults: str = "all") -> list[Fault]:
+    """Every fault kind of the group at least once (each control-plane process killed once), plus as many
+    random extra ones as the duration holds, at times spread over the run. A pure function of its arguments."""
+    rng = random.Random(f"avs-controlplane/chaos/{seed}/{faults}")
+    kinds = fault_kinds(faults)
+    plan: list[tuple[str, str]] = []
+    for kind in kinds:
+        plan += [(kind, p) for p in CONTROL_PLANE_PROCESSES] if kind == "cp-kill" else [(kind, "")]
+    plan += [(rng.choice(kinds), "") for _ in range(int(duration // 15))]
+    rng.shuffle(plan)
+    operators = [f"operator-{i}" for i in range(1, OPERATORS + 1)]
+    largest = operators[-2:]  # stakes 10..50: the two largest hold 60%, more than a third
+    schedule = []
+    for i, (kind, target) in enumerate(plan):
+        at = 1.0 + (duration - 2.0) * (i + rng.random()) / len(plan)
+        mode, lasts = "", 0.0
+        if kind == "operator":
+            target, mode, lasts = rng.choice(operators), rng.choice(["stop", "kill"]), rng.uniform(3, 10)
+        elif kind == "stake-down":  # across several batches
+            target, mode, lasts = "+".join(largest), rng.choice(["stop", "kill"]), rng.uniform(12, 20)
+        elif kind == "aggregator-crash":
+            target, lasts = "aggregator", rng.uniform(1, 5)
+        elif kind == "aggregator-replace":
+            target = "aggregator"
+        elif kind == "aggregator-outage":  # longer than the operators' retries and the task window
+            target, lasts = "aggregator", rng.uniform(TASK_WINDOW + 3, TASK_WINDOW + 10)
+        elif kind == "cp-kill":
+            target = target or rng.choice(CONTROL_PLANE_PROCESSES)
+        elif kind in ("rpc-refuse", "rpc-error"):
+            lasts = rng.uniform(3, 8)
+        elif kind == "reorg":
+            mode = f"depth {rng.randint(1, CONFIRMATIONS - 1)}"
+        at = max(0.5, min(at, duration - lasts))  # every fault heals by the end of the run
+        schedule.append(Fault(at=round(at, 1), kind=kind, target=target, lasts=round(lasts, 1), mode=mode))
+    return sorted(schedule, key=lambda f: (f.at, f.kind, f.target))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1-50``, ``17`` or ``1,4,9-12``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(
+                f"--seeds takes numbers and ranges such as 1-50 or 3,7,9-12, not {text!r}"
+            ) from None
+        if first < 0 or last < first:
+            raise ValueError(f"--seeds: {part!r} is not a range of seeds")
+        seeds += range(first, last + 1)
+    return list(dict.fromkeys(seeds))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import statistics
 import time
@@ -32,6 +31,16 @@ import psycopg
 from devnet.anvil import free_port, rpc
 from devnet.batcher import PAUSE_FILE
 from devnet.batches import BatchFormatError, check_batch, parse_batch
+from devnet.chaos import (
+    BATCH_INTERVAL,
+    CONFIRMATIONS,
+    OPERATORS,
+    RETRY_WINDOW,
+    TASK_WINDOW,
+    Fault,
+    fault_kinds,
+    suite_schedule,
+)
 from devnet.components import aggregator_replace, component_running, component_start, component_stop
 from devnet.faultproxy import FaultProxy
 from devnet.infra import PostgresServer, RedisServer
@@ -40,36 +49,8 @@ from devnet.scenarios import ChainWatch, wait_ready
 from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
 from devnet.state import load_state
 
-FAULT_KINDS: dict[str, tuple[str, ...]] = {
-    "devnet": ("operator", "stake-down", "aggregator-crash", "aggregator-replace", "aggregator-outage"),
-    "control-plane": ("cp-kill",),
-    "infra": (
-        "redis-flush",
-        "redis-restart",
-        "postgres-restart",
-        "postgres-crash",
-        "rpc-refuse",
-        "rpc-error",
-        "reorg",
-    ),
-}
-FAULT_GROUPS = ("all", *FAULT_KINDS)
-CONTROL_PLANE_PROCESSES = (
-    "cp-ingest",
-    "cp-verifier",
-    "cp-prober",
-    "cp-recovery",
-    "cp-alerts",
-    "cp-worker",
-    "cp-web",
-)
 # The loops this project runs: they must never exit by themselves (the RQ worker and daphne may; they are restarted).
 OWN_LOOPS = ("cp-ingest", "cp-verifier", "cp-prober", "cp-recovery", "cp-alerts")
-OPERATORS = 5
-BATCH_INTERVAL = 3.0
-TASK_WINDOW = 15.0  # the aggregator forgets a task after this (upstream: 100 s)
-RETRY_WINDOW = 10.0  # direct operators give up after this (10 tries, 1 s apart)
-CONFIRMATIONS = 3  # the ingester's depth: every reorg is shallower
 SETTLE_TIMEOUT = 300.0
 _NETWORK_SETTINGS = (
     "SERVICE_MANAGER_ADDRESS",
@@ -78,88 +59,6 @@ _NETWORK_SETTINGS = (
     "AGGREGATOR_URL",
     "OPERATOR_CONTROL_TOKENS",
 )
-
-
-@dataclass(frozen=True)
-class Fault:
-    at: float  # seconds after the faults start
-    kind: str
-    target: str = ""
-    lasts: float = 0.0  # seconds until it heals (0: a moment, like a flush or a restart)
-    mode: str = ""  # stop or kill; refuse or error; the reorg depth
-
-    def describe(self) -> str:
-        parts = [f"t+{self.at:5.1f}s", self.kind]
-        if self.target:
-            parts.append(self.target)
-        if self.mode:
-            parts.append(self.mode)
-        if self.lasts:
-            parts.append(f"for {self.lasts:.1f}s")
-        return " ".join(parts)
-
-
-def fault_kinds(group: str) -> tuple[str, ...]:
-    if group == "all":
-        return tuple(kind for kinds in FAULT_KINDS.values() for kind in kinds)
-    if group not in FAULT_KINDS:
-        raise ValueError(f"--faults must be one of {', '.join(FAULT_GROUPS)}, not {group!r}")
-    return FAULT_KINDS[group]
-
-
-def suite_schedule(*, seed: int, duration: float, faults: str = "all") -> list[Fault]:
-    """Every fault kind of the group at least once (each control-plane process killed once), plus as many
-    random extra ones as the duration holds, at times spread over the run. A pure function of its arguments."""
-    rng = random.Random(f"avs-controlplane/chaos/{seed}/{faults}")
-    kinds = fault_kinds(faults)
-    plan: list[tuple[str, str]] = []
-    for kind in kinds:
-        plan += [(kind, p) for p in CONTROL_PLANE_PROCESSES] if kind == "cp-kill" else [(kind, "")]
-    plan += [(rng.choice(kinds), "") for _ in range(int(duration // 15))]
-    rng.shuffle(plan)
-    operators = [f"operator-{i}" for i in range(1, OPERATORS + 1)]
-    largest = operators[-2:]  # stakes 10..50: the two largest hold 60%, more than a third
-    schedule = []
-    for i, (kind, target) in enumerate(plan):
-        at = 1.0 + (duration - 2.0) * (i + rng.random()) / len(plan)
-        mode, lasts = "", 0.0
-        if kind == "operator":
-            target, mode, lasts = rng.choice(operators), rng.choice(["stop", "kill"]), rng.uniform(3, 10)
-        elif kind == "stake-down":  # across several batches
-            target, mode, lasts = "+".join(largest), rng.choice(["stop", "kill"]), rng.uniform(12, 20)
-        elif kind == "aggregator-crash":
-            target, lasts = "aggregator", rng.uniform(1, 5)
-        elif kind == "aggregator-replace":
-            target = "aggregator"
-        elif kind == "aggregator-outage":  # longer than the operators' retries and the task window
-            target, lasts = "aggregator", rng.uniform(TASK_WINDOW + 3, TASK_WINDOW + 10)
-        elif kind == "cp-kill":
-            target = target or rng.choice(CONTROL_PLANE_PROCESSES)
-        elif kind in ("rpc-refuse", "rpc-error"):
-            lasts = rng.uniform(3, 8)
-        elif kind == "reorg":
-            mode = f"depth {rng.randint(1, CONFIRMATIONS - 1)}"
-        at = max(0.5, min(at, duration - lasts))  # every fault heals by the end of the run
-        schedule.append(Fault(at=round(at, 1), kind=kind, target=target, lasts=round(lasts, 1), mode=mode))
-    return sorted(schedule, key=lambda f: (f.at, f.kind, f.target))
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``1-50``, ``17`` or ``1,4,9-12``."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ValueError(
-                f"--seeds takes numbers and ranges such as 1-50 or 3,7,9-12, not {text!r}"
-            ) from None
-        if first < 0 or last < first:
-            raise ValueError(f"--seeds: {part!r} is not a range of seeds")
-        seeds += range(first, last + 1)
-    return list(dict.fromkeys(seeds))
 
 
 def chain_reorg(url: str, *, depth: int) -> None:
@@ -461,6 +360,7 @@ def chaos_seed(
     pg: PostgresServer,
     redis: RedisServer,
     say: Callable[[str], object],
+    keep: bool = False,
 ) -> SeedResult:
     run = _Seed(seed=seed, root=root, pg=pg, redis=redis, say=say)
     result = SeedResult(
@@ -505,7 +405,7 @@ def chaos_seed(
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        run.down(keep=not result.ok)
+        run.down(keep=keep or not result.ok)
     return result
 
 
@@ -522,12 +422,18 @@ def summary_line(results: list[SeedResult]) -> str:
         f"chaos: {len(results)} seeds, {sum(r.created for r in results)} batches created, "
         f"{sum(r.verified for r in results)} verified, {sum(len(r.lost) for r in results)} lost, "
         f"{sum(len(r.acks_lost) for r in results)} acknowledged signatures lost, "
-        f"settle p50/p95/max {p50}/{pct(0.95)}/{settles[-1] if settles else '-'} s"
+        f"settle p50/p95/max {p50}/{pct(0.95)}/{pct(1.0)} s"
     )
 
 
 def chaos_suite(
-    *, seeds: list[int], duration: float, faults: str, root: Path, say: Callable[[str], object]
+    *,
+    seeds: list[int],
+    duration: float,
+    faults: str,
+    root: Path,
+    say: Callable[[str], object],
+    keep: bool = False,
 ) -> list[SeedResult]:
     fault_kinds(faults)  # refuse an unknown group before starting anything
     root.mkdir(parents=True, exist_ok=True)
@@ -543,7 +449,7 @@ def chaos_suite(
         )
         for seed in seeds:
             result = chaos_seed(
-                seed=seed, duration=duration, faults=faults, root=root, pg=pg, redis=redis, say=say
+                seed=seed, duration=duration, faults=faults, root=root, pg=pg, redis=redis, say=say, keep=keep
             )
             results.append(result)
             say(result.line())

@@ -86,7 +86,7 @@ class FaultProxy:
         """Listen on ``port`` (0: a free one; again on the same one after a refusal)."""
         self._stopped = False
         handler = type("Handler", (_Handler,), {"proxy": self})
-        server = ThreadingHTTPServer(("127.0.0.1", port or self._port), handler)
+        server = _Server(("127.0.0.1", port or self._port), handler)
         server.daemon_threads = True
         server.block_on_close = False  # keep-alive client connections must not hold up stop()
         self._server = server
@@ -247,6 +247,11 @@ class FaultProxy:
         except requests.RequestException as exc:
             return 502, f"upstream unreachable: {exc}".encode()
         return response.status_code, response.content
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a connection the proxy cut on purpose (an outage) breaks mid-answer: nothing to report
 
 
 class _Handler(BaseHTTPRequestHandler):

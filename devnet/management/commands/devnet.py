@@ -76,6 +76,11 @@ class Command(BaseCommand):
         chaos.add_argument(
             "--out", default=None, help="the suite's working and log directory (default $DEVNET_DIR/chaos)"
         )
+        chaos.add_argument(
+            "--keep-logs",
+            action="store_true",
+            help="keep every seed's logs (a failing seed's are always kept)",
+        )
 
         scenario = sub.add_parser(
             "scenario", help="run a named fault scenario on a fresh devnet and count losses"
@@ -176,7 +181,8 @@ class Command(BaseCommand):
                 raise CommandError("devnet chaos --seed N needs --duration SECONDS")
             chaos_run(seed=options["seed"], duration=options["duration"], say=self.stdout.write)
             return
-        from devnet.chaos_suite import chaos_suite, parse_seeds
+        from devnet.chaos import parse_seeds
+        from devnet.chaos_suite import chaos_suite
 
         try:
             seeds = parse_seeds(options["seeds"])
@@ -191,7 +197,14 @@ class Command(BaseCommand):
             self.stdout.write(line)
             self.stdout.flush()
 
-        results = chaos_suite(seeds=seeds, duration=duration, faults=options["faults"], root=root, say=say)
+        results = chaos_suite(
+            seeds=seeds,
+            duration=duration,
+            faults=options["faults"],
+            root=root,
+            say=say,
+            keep=options["keep_logs"],
+        )
         failed = [r.seed for r in results if not r.ok]
         if failed:
             raise CommandError(
