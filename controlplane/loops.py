@@ -1,5 +1,5 @@
 """The one periodic-loop runner: every long-running command (ingest, verifier, probe_operators, recovery,
-alerts) and the devnet's runners are a step function run by ``loop_run``.
+alerts) is a step function run by ``loop_run``.
 
 What it does for all of them, the same way:
 
@@ -11,7 +11,8 @@ What it does for all of them, the same way:
   outage, backs off (capped), drops broken connections, and goes on when the dependency is back;
 - a bug in a step (any other exception) is logged with its traceback once per run of identical failures and
   retried with the same backoff: a periodic job that exits for good loses work;
-- only the exceptions a step declares fatal end the loop (a reorg deeper than the ledger keeps, say).
+- only the exceptions a step declares fatal end the loop (a reorg deeper than the ledger keeps, say);
+- each successful pass is recorded, at most once a second, as a ``LoopHeartbeat`` row: who runs, and is alive.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import psycopg
 import redis
@@ -63,16 +65,15 @@ class Loop:
     backoff_cap: float = BACKOFF_CAP
 
 
-def stop_on_signals(stopping: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stopping`` (only the main thread may install handlers)."""
+def stop_on_signals(stopping: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stopping`` (only the main thread may install handlers); the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    return {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _backoff(failures: int, cap: float) -> float:
@@ -100,6 +101,7 @@ class _Runner:
         self.started_at = timezone.now()
         self.passes = 0
         self.last_beat = float("-inf")
+        self.redis_failed = False
 
     def run(self) -> None:
         try:
@@ -107,7 +109,7 @@ class _Runner:
                 if not self.active and not self._take_lock():
                     continue
                 started = time.monotonic()
-                if not self._attempt(self.loop.step):
+                if not self._attempt(self.loop.step, beat=True):
                     continue
                 close_old_connections()
                 if self.lock is not None and not self.lock.still_held():
@@ -155,16 +157,20 @@ class _Runner:
             return False
         return True
 
-    def _attempt(self, call: Callable[[], object]) -> bool:
-        """Run one step; on failure say so (once per outage or bug), back off, and return False."""
+    def _attempt(self, call: Callable[[], object], *, beat: bool = False) -> bool:
+        """Run one step (and record the pass); on failure say so (once per outage or bug), back off, and
+        return False. Nothing a step or its heartbeat raises escapes, but what the loop declared fatal."""
         try:
             call()
+            if beat:
+                self._beat()
         except self.loop.fatal:
             raise
         except POSTGRES_ERRORS as exc:
             self._failed(postgres_outage, exc)
             return False
         except REDIS_ERRORS as exc:
+            self.redis_failed = True
             self._failed(redis_outage, exc)
             return False
         except Exception as exc:
@@ -180,8 +186,10 @@ class _Runner:
             return False
         self.failures = 0
         self.last_bug = None
-        self._beat()
         postgres_outage.over()
+        if self.redis_failed:  # only a step that failed on Redis proves, by passing, that it is back
+            redis_outage.over()
+            self.redis_failed = False
         for outage in self.extra.values():
             outage.over()
         return True
@@ -217,5 +225,9 @@ class _Runner:
 def loop_run(loop: Loop, *, stopping: threading.Event | None = None) -> None:
     """Run ``loop`` until SIGTERM/SIGINT (or ``stopping`` is set); returns normally when asked to stop."""
     stopping = stopping or threading.Event()
-    stop_on_signals(stopping)
-    _Runner(loop, stopping).run()
+    previous = stop_on_signals(stopping)
+    try:
+        _Runner(loop, stopping).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 from django.conf import settings
+from django.db import OperationalError
 
+from controlplane import loops
+from controlplane.loops import Loop, loop_run
+from controlplane.models import LoopHeartbeat
 from devnet.infra import PostgresServer, RedisServer
 from tests.chain_fixtures import Net, net_deploy
 
@@ -186,3 +191,27 @@ def test_it_stops_a_replica_on_sigterm_while_it_stands_by_for_the_lock(infra: Ow
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.communicate(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_goes_on_when_recording_its_heartbeat_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Postgres restart that lands between a step and its heartbeat once killed the recovery loop."""
+    stopping = threading.Event()
+    passes: list[int] = []
+    original = loops._Runner._beat
+    failures = iter([True])
+
+    def beat_once_failing(runner: loops._Runner) -> None:
+        if next(failures, False):
+            raise OperationalError("consuming input failed: server closed the connection unexpectedly")
+        original(runner)
+
+    def step() -> None:
+        passes.append(1)
+        if len(passes) == 3:
+            stopping.set()
+
+    monkeypatch.setattr(loops._Runner, "_beat", beat_once_failing)
+    loop_run(Loop(name="beating", step=step, interval=0.0), stopping=stopping)
+    assert len(passes) == 3
+    assert LoopHeartbeat.objects.filter(name="beating").exists()

@@ -41,6 +41,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from controlplane.jobs import job_enqueue
 from monitoring.alerts.payload import webhook_payload
 from monitoring.models import (
     Alert,
@@ -115,18 +116,17 @@ def webhook_deliveries_request(*, alert: Alert, event: str) -> int:
 
 def webhook_delivery_enqueue(*, delivery_id: int, attempts: int) -> None:
     """Ask a worker to try the delivery soon. Best effort: the reconciler covers a lost enqueue."""
-    try:
-        import django_rq
+    from monitoring.alerts.jobs import deliver_webhook
 
-        from monitoring.alerts.jobs import deliver_webhook
-
-        queue = django_rq.get_queue("default")
-        job_id = f"webhook-{delivery_id}-{attempts}"
-        if queue.fetch_job(job_id) is None:
-            # result_ttl=0: a finished job vanishes at once, so the same row can be enqueued again right away.
-            queue.enqueue(deliver_webhook, delivery_id, job_id=job_id, result_ttl=0, failure_ttl=3600)
-    except Exception as exc:  # Redis is disposable; the row is the truth
-        logger.warning("could not enqueue webhook delivery %s (%s); the reconciler will", delivery_id, exc)
+    # result_ttl=0: a finished job vanishes at once, so the same row can be enqueued again right away.
+    job_enqueue(
+        deliver_webhook,
+        delivery_id,
+        job_id=f"webhook-{delivery_id}-{attempts}",
+        result_ttl=0,
+        failure_ttl=3600,
+        what=f"webhook delivery {delivery_id}",
+    )
 
 
 def _firing_undelivered() -> Exists:

@@ -25,6 +25,8 @@ from django.db import transaction
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from controlplane.outages import redis_outage
+
 logger = logging.getLogger("monitoring.live")
 
 QUORUM_GROUP = "quorum"
@@ -204,13 +206,11 @@ def live_send(*, groups: list[str], message: dict[str, Any]) -> list[int] | None
         with _state_lock:
             _down_until = now + OUTAGE_PAUSE
             _skipped.update(groups)
-        logger.warning(
-            "live update %s not sent (%s); pausing live updates for %g s",
-            message.get("kind"),
-            exc,
-            OUTAGE_PAUSE,
+        redis_outage.note(
+            f"live update {message.get('kind')} not sent ({exc}); live updates pause {OUTAGE_PAUSE:g} s at a time"
         )
         return None
+    redis_outage.over()
     return [int(n) for n in numbers]
 
 

@@ -21,9 +21,8 @@ from functools import partial
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rq.job import JobStatus
 
-from controlplane.outages import redis_outage
+from controlplane.jobs import job_enqueue
 from monitoring.live.notify import live_recovery_task
 from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 
@@ -111,30 +110,18 @@ def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
     return RecoveryTask.objects.filter(kind=kind, subject=subject, status__in=OPEN_STATUSES).first()
 
 
-_WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
-
-
 def recovery_task_enqueue(*, task_id: int, attempts: int) -> None:
-    """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue.
+    """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue."""
+    from recovery.jobs import run_recovery_task
 
-    A job already waiting in the queue for this task is enough. Any other job of that id (finished, failed,
-    or abandoned by a killed worker, or left by another database sharing this Redis) must not stop the
-    enqueue: the row says the work is due, so it is.
-    """
-    try:
-        import django_rq
-
-        from recovery.jobs import run_recovery_task
-
-        queue = django_rq.get_queue("default")
-        job_id = f"recovery-{task_id}-{attempts}"
-        job = queue.fetch_job(job_id)
-        if job is not None and job.get_status(refresh=False) in _WAITING_JOB_STATUSES:
-            return
-        queue.enqueue(run_recovery_task, task_id, job_id=job_id, result_ttl=60, failure_ttl=3600)
-        redis_outage.over()
-    except Exception as exc:  # Redis is disposable; the row is the truth
-        redis_outage.note(f"could not enqueue recovery task {task_id} ({exc}); the reconciler will")
+    job_enqueue(
+        run_recovery_task,
+        task_id,
+        job_id=f"recovery-{task_id}-{attempts}",
+        result_ttl=60,
+        failure_ttl=3600,
+        what=f"recovery task {task_id}",
+    )
 
 
 def recovery_task_claim(*, task_id: int, worker: str = WORKER_NAME) -> RecoveryTask | None:

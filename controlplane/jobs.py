@@ -1,0 +1,36 @@
+"""RQ jobs that carry a row id: enqueued unless one is already waiting, never trusted as the truth.
+
+The rows in Postgres are the queue; an RQ job only gets a worker to a row sooner. So an enqueue skips only a job
+of the same id that is still waiting to run. Any other job of that id in Redis (finished, failed, abandoned by a
+SIGKILLed worker, or left by another database sharing this Redis) must not stop it: the row says the work is
+due, so it is. Redis being away is said once per outage, and the periodic reconcilers enqueue again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rq.job import JobStatus
+
+from controlplane.outages import redis_outage
+
+_WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+
+
+def job_enqueue(
+    function: Callable[..., Any], *args: Any, job_id: str, result_ttl: int, failure_ttl: int, what: str
+) -> bool:
+    """Enqueue ``function(*args)`` on the default queue as ``job_id``; False when Redis could not take it."""
+    try:
+        import django_rq
+
+        queue = django_rq.get_queue("default")
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status(refresh=False) not in _WAITING:
+            queue.enqueue(function, *args, job_id=job_id, result_ttl=result_ttl, failure_ttl=failure_ttl)
+    except Exception as exc:  # Redis is disposable; the row is the truth
+        redis_outage.note(f"could not enqueue {what} ({exc}); the reconciler will")
+        return False
+    redis_outage.over()
+    return True
