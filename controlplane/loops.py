@@ -80,6 +80,14 @@ def _backoff(failures: int, cap: float) -> float:
     return float(min(cap, BACKOFF_FIRST * 2 ** max(0, failures - 1)))
 
 
+def _close_old_connections() -> None:
+    """Connection hygiene between passes; closing a connection a restart already broke must not end the loop."""
+    try:
+        close_old_connections()
+    except Exception:
+        logger.debug("closing old connections failed", exc_info=True)
+
+
 def _drop_connections() -> None:
     """Broken connections go back to the pool, which discards them; the next step gets fresh ones."""
     try:
@@ -111,7 +119,7 @@ class _Runner:
                 started = time.monotonic()
                 if not self._attempt(self.loop.step, beat=True):
                     continue
-                close_old_connections()
+                _close_old_connections()
                 if self.lock is not None and not self.lock.still_held():
                     logger.warning(
                         "%s: lost the lock %r (its connection dropped); standing by to take it again",
