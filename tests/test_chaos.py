@@ -152,3 +152,29 @@ def test_it_loses_nothing_under_every_kind_of_fault(tmp_path: Path) -> None:
     assert created == verified > 0, output
     assert len(re.findall(r"^seed \d+: ok: ", done.stdout, re.MULTILINE)) == 3, output
     assert done.stdout.strip().splitlines()[-1] == match.group(0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "7"], "devnet chaos --seed N needs --duration SECONDS"),
+        (["--seeds", "1-x"], "--seeds takes numbers and ranges such as 1-50"),
+        (["--seeds", "3", "--duration", "5"], "--duration must be at least 10 seconds"),
+        (["--seeds", "3", "--faults", "everything"], "invalid choice: 'everything'"),
+        (["--seed", "3", "--seeds", "4"], "not allowed with argument"),
+    ],
+)
+def test_it_refuses_a_bad_chaos_command_line_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "devnet", "chaos", *args],
+        env={**os.environ, "SECRET_KEY": "test", "DEVNET_DIR": str(tmp_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (tmp_path / "chaos").exists(), "nothing was started"
