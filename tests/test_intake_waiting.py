@@ -47,3 +47,25 @@ def test_it_expires_a_signature_whose_batch_never_arrives(client, anvil, setting
     row = Signature.objects.get()
     assert row.status == SignatureStatus.EXPIRED
     assert "within 60 s" in row.status_reason
+
+
+@pytest.mark.django_db
+def test_it_matches_an_expired_signature_after_all_when_its_batch_turns_up_late(client, anvil, settings):
+    """An ingester down longer than INTAKE_WAITING_TTL must not cost an acknowledged signature."""
+    net = net_deploy(anvil, operators=3)
+    net.ingester().sync_once()
+    root = net.create_task(seed=52)  # on chain, not yet ingested
+    body = signed_response(net, root=root, operator=1)
+    response = client.post("/api/v1/signatures", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 202
+    settings.INTAKE_WAITING_TTL = 60
+    assert signatures_expire_waiting(now=timezone.now() + timedelta(seconds=61)) == 1
+    assert Signature.objects.get().status == SignatureStatus.EXPIRED
+
+    net.ingester().sync_once()  # the ingester is back
+    counts = intake_sweep()
+
+    assert counts["matched"] == 1
+    row = Signature.objects.get()
+    assert row.status == SignatureStatus.VERIFIED
+    assert row.status_reason == ""

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from monitoring.intake.parse import IntakeError, SignedResponse
@@ -140,16 +141,26 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
     )
 
 
+# An expired signature is matched again when its batch is first seen within this window: an ingester that was
+# down longer than INTAKE_WAITING_TTL must not cost an acknowledged signature (the sweep runs every second).
+REVIVE_WINDOW = timedelta(hours=1)
+
+
 def signatures_match_waiting() -> list[str]:
     """Waiting signatures whose batch has now been ingested become pending (or invalid without stake).
 
-    Returns the batch identifiers that gained pending signatures.
+    Expired ones too, when their batch is new to the ledger: expiry only parks a signature whose batch did not
+    show up in time, it never gives it up. Returns the batch identifiers that gained pending signatures.
     """
     matched: set[str] = set()
+    recent = Batch.objects.filter(first_seen_at__gte=timezone.now() - REVIVE_WINDOW).values("identifier")
     with transaction.atomic():
         waiting = list(
             Signature.objects.select_for_update(skip_locked=True)
-            .filter(status=SignatureStatus.WAITING, batch_identifier__in=Batch.objects.values("identifier"))
+            .filter(
+                Q(status=SignatureStatus.WAITING, batch_identifier__in=Batch.objects.values("identifier"))
+                | Q(status=SignatureStatus.EXPIRED, batch_identifier__in=recent)
+            )
             .order_by("id")[:5000]
         )
         if not waiting:
@@ -168,13 +179,17 @@ def signatures_match_waiting() -> list[str]:
                 signature.status_reason = "operator had no stake at the batch's taskCreatedBlock"
             else:
                 signature.status = SignatureStatus.PENDING
+                signature.status_reason = ""
                 matched.add(signature.batch_identifier)
         Signature.objects.bulk_update(waiting, ["status", "status_reason"])
     return sorted(matched)
 
 
 def signatures_expire_waiting(*, now: datetime | None = None) -> int:
-    """Waiting signatures older than INTAKE_WAITING_TTL that never matched a batch expire, with the reason."""
+    """Waiting signatures older than INTAKE_WAITING_TTL that never matched a batch expire, with the reason.
+
+    Expired is parked, not dropped: the batch turning up later still matches it (``signatures_match_waiting``).
+    """
     now = now or timezone.now()
     ttl = float(settings.INTAKE_WAITING_TTL)
     expired = Signature.objects.filter(

@@ -11,7 +11,7 @@ class SignatureStatus(models.TextChoices):
     PENDING = "pending", "Pending verification"
     VERIFIED = "verified", "Verified"
     INVALID = "invalid", "Invalid"
-    # Never matched a batch within the waiting window.
+    # Never matched a batch within the waiting window: parked, and matched after all if its batch turns up.
     EXPIRED = "expired", "Expired"
 
 
