@@ -76,7 +76,42 @@ def _uint_word(raw: bytes, index: int, bits: int) -> int:
     return value
 
 
-def _string_at(raw: bytes, head_index: int) -> str:
+# Strings in events are chosen by whoever sent the transaction (anyone can call createNewTask; each operator sets
+# its socket). They are stored escaped and capped, never refused: a string Postgres cannot hold (a NUL byte) or
+# one of megabytes must not stop ingest. What was done to one is said in the event's ``_unsafe`` argument.
+STRING_LIMITS = {"batchDataPointer": 4096, "socket": 1024}
+
+
+def chain_string(value: bytes, *, limit: int) -> tuple[str, str]:
+    """(text fit to store, what was done to it: "" when nothing)."""
+    notes = []
+    size = len(value)
+    value = value[:limit]  # a byte is at least a character: never decode (or escape) more than is kept
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.decode("utf-8", errors="backslashreplace")
+        if size <= limit or not _cut_mid_character(value):
+            notes.append("not UTF-8 (bytes escaped as \\xNN)")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+        notes.append("NUL bytes escaped")
+    if size > limit or len(text) > limit:
+        notes.append(f"truncated from {size} bytes to {limit} characters")
+        text = text[:limit]
+    return text, "; ".join(notes)
+
+
+def _cut_mid_character(value: bytes) -> bool:
+    """Whether ``value`` is valid UTF-8 but for a multi-byte character its cut end splits."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(value) - 3 and exc.reason == "unexpected end of data"
+    return False
+
+
+def _string_at(raw: bytes, head_index: int, *, name: str, unsafe: dict[str, str]) -> str:
     offset = _word(raw, head_index)
     if offset % 32 or offset + 32 > len(raw):
         raise DecodeError("string offset out of range")
@@ -84,16 +119,23 @@ def _string_at(raw: bytes, head_index: int) -> str:
     end = offset + 32 + length
     if end > len(raw):
         raise DecodeError("string length out of range")
-    try:
-        return raw[offset + 32 : end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError("string is not UTF-8") from exc
+    text, note = chain_string(raw[offset + 32 : end], limit=STRING_LIMITS[name])
+    if note:
+        unsafe[name] = note
+    return text
+
+
+def _with_unsafe(args: dict[str, Any], unsafe: dict[str, str]) -> dict[str, Any]:
+    return {**args, "_unsafe": unsafe} if unsafe else args
 
 
 def _topic(topics: tuple[str, ...], index: int) -> str:
     if len(topics) <= index:
         raise DecodeError(f"log has no topic {index}")
-    return topics[index].lower()
+    topic = topics[index].lower()
+    if len(topic) != 66 or not topic.startswith("0x") or any(c not in "0123456789abcdef" for c in topic[2:]):
+        raise DecodeError(f"topic {index} is not 32 bytes of hex")
+    return topic
 
 
 def _topic_address(topics: tuple[str, ...], index: int) -> str:
@@ -108,24 +150,26 @@ def _hex32(value: int) -> str:
 
 
 def decode_new_batch_v3(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw = _words(data)
-    return {
+    raw, unsafe = _words(data), {}
+    args = {
         "batchMerkleRoot": _topic(topics, 1),
         "senderAddress": _address_word(raw, 0),
         "taskCreatedBlock": _uint_word(raw, 1, 32),
-        "batchDataPointer": _string_at(raw, 2),
+        "batchDataPointer": _string_at(raw, 2, name="batchDataPointer", unsafe=unsafe),
         "respondToTaskFeeLimit": str(_word(raw, 3)),
     }
+    return _with_unsafe(args, unsafe)
 
 
 def decode_new_batch_v2(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw = _words(data)
-    return {
+    raw, unsafe = _words(data), {}
+    args = {
         "batchMerkleRoot": _topic(topics, 1),
         "senderAddress": _address_word(raw, 0),
         "taskCreatedBlock": _uint_word(raw, 1, 32),
-        "batchDataPointer": _string_at(raw, 2),
+        "batchDataPointer": _string_at(raw, 2, name="batchDataPointer", unsafe=unsafe),
     }
+    return _with_unsafe(args, unsafe)
 
 
 def decode_batch_verified(topics: tuple[str, ...], data: str) -> dict[str, Any]:
@@ -160,8 +204,9 @@ def decode_operator_stake_update(topics: tuple[str, ...], data: str) -> dict[str
 
 
 def decode_operator_socket_update(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw = _words(data)
-    return {"operatorId": _topic(topics, 1), "socket": _string_at(raw, 0)}
+    raw, unsafe = _words(data), {}
+    args = {"operatorId": _topic(topics, 1), "socket": _string_at(raw, 0, name="socket", unsafe=unsafe)}
+    return _with_unsafe(args, unsafe)
 
 
 DECODERS: dict[str, Callable[[tuple[str, ...], str], dict[str, Any]]] = {

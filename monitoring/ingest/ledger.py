@@ -19,7 +19,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from monitoring.chain import RawLog
-from monitoring.ingest.abi import DecodeError, batch_identifier, decode_log, operator_id_of
+from monitoring.ingest.abi import NAMES_BY_TOPIC, DecodeError, batch_identifier, decode_log, operator_id_of
 from monitoring.live.notify import live_ledger_applied
 from monitoring.models import (
     Batch,
@@ -72,31 +72,46 @@ def _subject(name: str, args: dict[str, Any]) -> str:
     return str(args["operatorId"])
 
 
+UNDECODABLE = "undecodable"
+
+
 def decode_logs(logs: Iterable[RawLog]) -> tuple[list[EventRow], int]:
-    """Decode what we ingest; a malformed log of a known topic is logged loudly and kept out of the ledger."""
+    """Decode what we ingest. A malformed log of a known topic (anyone can emit one) becomes an ``undecodable``
+    event row that says why, in its place: recorded, applied to nothing, and never in the way of the next log."""
     rows: list[EventRow] = []
     undecodable = 0
     for log in logs:
         try:
             decoded = decode_log(log.topics, log.data)
-        except DecodeError as exc:
+            if decoded is None:
+                continue
+            row = EventRow(
+                log=log, name=decoded.name, subject=_subject(decoded.name, decoded.args), args=decoded.args
+            )
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
             undecodable += 1
+            name = NAMES_BY_TOPIC.get(log.topics[0].lower(), "") if log.topics else ""
+            reason = str(exc)[:500]
             logger.error(
-                "undecodable log %s#%d in block %d (%s): %s",
+                "undecodable %s log %s#%d in block %d: %s (recorded, skipped)",
+                name or "unknown",
                 log.transaction_hash,
                 log.log_index,
                 log.block_number,
-                log.topics[0] if log.topics else "no topic",
-                exc,
+                reason,
             )
-            continue
-        if decoded is None:
-            continue
-        rows.append(
-            EventRow(
-                log=log, name=decoded.name, subject=_subject(decoded.name, decoded.args), args=decoded.args
+            row = EventRow(log=log, name=UNDECODABLE, subject="", args={"event": name, "reason": reason})
+        unsafe = row.args.get("_unsafe")
+        if unsafe:
+            logger.warning(
+                "%s log %s#%d in block %d carries unsafe strings, stored escaped: %s",
+                row.name,
+                log.transaction_hash,
+                log.log_index,
+                log.block_number,
+                unsafe,
             )
-        )
+        rows.append(row)
     return rows, undecodable
 
 
