@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import warnings
 from pathlib import Path
@@ -243,6 +244,22 @@ INTAKE_MAX_BODY_BYTES = env_int("INTAKE_MAX_BODY_BYTES", 4096, minimum=512)
 # How long a signature for a batch not yet ingested waits before it expires.
 INTAKE_WAITING_TTL = env_float("INTAKE_WAITING_TTL", 600.0, minimum=1.0)
 QUORUM_THRESHOLD_PERCENTAGE = env_int("QUORUM_THRESHOLD_PERCENTAGE", 67, minimum=1)
+# The intake is open to anyone: posts per source address (N/s|min|h|d), counted in Redis across replicas.
+INTAKE_RATE = env_str("INTAKE_RATE", "600/min")
+# Unverified signatures kept per (batch, operator): the first and a few distinct others (at most one can be
+# valid). More get 429 with Retry-After until verification settles them, so forgeries cannot pile up.
+INTAKE_MAX_UNVERIFIED = env_int("INTAKE_MAX_UNVERIFIED", 3, minimum=1)
+# Proxies (addresses or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# The verifier claims at most this many pending signatures of a batch at a time.
+VERIFY_CHUNK = env_int("VERIFY_CHUNK", 256, minimum=1)
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", INTAKE_RATE):
+    raise ImproperlyConfiguredEnv(f"INTAKE_RATE={INTAKE_RATE!r} must look like 600/min (s, m, h or d)")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"TRUSTED_PROXIES: {_proxy!r} is not an address or a network") from None
 # "auto": the fastest installed pairing backend; or "py-ecc" (the reference), or a named faster one.
 BLS_PAIRING_BACKEND = env_str("BLS_PAIRING_BACKEND", "auto")
 VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)

@@ -213,22 +213,34 @@ def signature(operator: Operator, batch: Batch, n: int, **fields: Any) -> Signat
     )
 
 
-def test_it_opens_invalid_and_conflicting_signature_alerts_per_operator_within_the_window(
+def test_it_opens_invalid_signature_alerts_per_source_and_conflicts_per_operator_within_the_window(
     four_operators: list[Operator], settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     settings.ALERT_SIGNATURE_WINDOW_SECONDS = 600
-    forged, doubled, honest = four_operators[:3]
+    named, doubled, honest = four_operators[:3]
     batch = batch_create(created_block=100)
     now = timezone.now()
     reason = "BLS signature does not verify against the operator's key"
-    signature(forged, batch, 1, status=SignatureStatus.INVALID, status_reason=reason, verified_at=now)
+    # A forger at 203.0.113.9 posts in the names of two operators; only verified signatures can conflict.
+    for n, operator in enumerate((named, honest)):
+        signature(
+            operator,
+            batch,
+            n,
+            status=SignatureStatus.INVALID,
+            status_reason=reason,
+            verified_at=now,
+            source="203.0.113.9",
+        )
     signature(doubled, batch, 2, status=SignatureStatus.VERIFIED, conflicting=True, verified_at=now)
-    signature(doubled, batch, 3, status=SignatureStatus.PENDING, conflicting=True)
+    signature(doubled, batch, 3, status=SignatureStatus.VERIFIED, conflicting=True, verified_at=now)
     signature(honest, batch, 4, status=SignatureStatus.VERIFIED, verified_at=now)
 
     invalid = evaluate(AlertKind.INVALID_SIGNATURE).opened
     conflicting = evaluate(AlertKind.CONFLICTING_SIGNATURE).opened
-    assert [(a.subject, a.details["count"]) for a in invalid] == [(forged.operator_id, 1)]
+    assert [(a.subject, a.details["count"]) for a in invalid] == [("203.0.113.9", 2)]
+    assert invalid[0].details["operator_ids"] == sorted([named.operator_id, honest.operator_id])
+    assert "invalid signatures from 203.0.113.9 naming 2 operator(s)" in invalid[0].summary
     assert reason in invalid[0].summary
     assert [(a.subject, a.details["submissions"]) for a in conflicting] == [(doubled.operator_id, 2)]
     assert_quiet(AlertKind.INVALID_SIGNATURE, django_capture_on_commit_callbacks)
@@ -241,7 +253,7 @@ def test_it_opens_invalid_and_conflicting_signature_alerts_per_operator_within_t
     ]
     assert (
         Alert.objects.get(id=invalid[0].id).resolution
-        == "no invalid signature for the operator in the last 10 min"
+        == "no invalid signature from 203.0.113.9 in the last 10 min"
     )
     assert_quiet(AlertKind.INVALID_SIGNATURE, django_capture_on_commit_callbacks, now=later)
 

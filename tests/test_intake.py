@@ -1,4 +1,4 @@
-"""POST /api/v1/signatures: durable before acknowledged, idempotent, conflicts kept as evidence."""
+"""POST /api/v1/signatures: durable before acknowledged, idempotent, forgeries kept as evidence."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from monitoring.intake.verify import signatures_verify_batch
 from monitoring.models import Signature, SignatureStatus
 from tests.chain_fixtures import net_deploy, signed_response
 
@@ -53,18 +54,23 @@ def test_it_answers_a_retry_with_duplicate_and_changes_nothing(client, ingested)
 
 
 @pytest.mark.django_db
-def test_it_keeps_a_conflicting_second_signature_as_evidence_and_flags_both(client, ingested):
+def test_it_keeps_a_forged_first_submission_as_evidence_without_flagging_the_genuine_one(client, ingested):
     net, root = ingested
     genuine = signed_response(net, root=root, operator=2)
     forged = signed_response(net, root=root, operator=2, wrong_key=True)
     first = post(client, forged).json()  # posted first: must not block or displace the genuine one
     second = post(client, genuine).json()
     assert second["status"] == "accepted"
-    assert second["conflicting"] is True
+    assert second["conflicting"] is False, "a conflict needs two verified signatures"
     rows = Signature.objects.filter(operator_id=genuine["operatorId"])
     assert rows.count() == 2
-    assert all(r.conflicting for r in rows)
     assert Signature.objects.get(id=first["signatureId"]).status == SignatureStatus.PENDING
+
+    signatures_verify_batch(batch_identifier=genuine["batchIdentifierHash"])
+
+    assert Signature.objects.get(id=second["signatureId"]).status == SignatureStatus.VERIFIED
+    assert Signature.objects.get(id=first["signatureId"]).status == SignatureStatus.INVALID
+    assert not rows.filter(conflicting=True).exists(), "the honest operator is never flagged by a forgery"
 
 
 @pytest.mark.django_db

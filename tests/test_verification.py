@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from devnet import contracts
 from monitoring.bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
 from monitoring.intake.verify import signatures_verify_batch
-from monitoring.models import Signature, SignatureStatus
+from monitoring.models import OperatorLiveness, Signature, SignatureStatus
 from tests.chain_fixtures import net_deploy, signed_response
 
 
@@ -114,18 +114,24 @@ def test_it_lets_the_chain_accept_the_aggregate_of_the_verified_signatures(clien
 
 
 @pytest.mark.django_db
-def test_it_records_invalid_signatures_against_their_operator(client, anvil):
+def test_it_counts_only_a_verified_signature_as_a_sign_of_life(client, anvil):
+    """Anyone can post in an operator's name: a post that does not verify says nothing about the operator."""
     net = net_deploy(anvil, operators=3)
     root = net.create_task(seed=24)
     net.ingester().sync_once()
     for i in range(3):
         submit(client, signed_response(net, root=root, operator=i, wrong_key=i == 1))
+    forged_in_name_of = net.state["operators"][1]["operator_id"]
+    honest = net.state["operators"][0]["operator_id"]
+    assert not OperatorLiveness.objects.exists(), "an accepted post changes no operator's state"
+
     signatures_verify_batch(batch_identifier=Signature.objects.order_by("id").first().batch_identifier)  # type: ignore[union-attr]
-    bad = net.state["operators"][1]["operator_id"]
+
     client.force_login(User.objects.create_user("viewer"))
-    detail = client.get(f"/api/v1/operators/{bad}/").json()
+    detail = client.get(f"/api/v1/operators/{forged_in_name_of}/").json()
     assert detail["signatures"]["invalid"] == 1
     assert detail["signatures"]["verified"] == 0
-    assert detail["liveness"]["state"] == "up", "an accepted signature is a sign of life"
-    good = client.get(f"/api/v1/operators/{net.state['operators'][0]['operator_id']}/").json()
+    assert detail["liveness"]["state"] == "unknown", "a forgery is no sign of life"
+    good = client.get(f"/api/v1/operators/{honest}/").json()
     assert good["signatures"]["verified"] == 1
+    assert good["liveness"]["state"] == "up", "a verified signature is"

@@ -31,9 +31,8 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 # Which dashboard page an alert's subject links to.
 BATCH_KINDS = frozenset({AlertKind.BATCH_AT_RISK, AlertKind.BATCH_STALLED})
-OPERATOR_KINDS = frozenset(
-    {AlertKind.OPERATOR_DOWN, AlertKind.INVALID_SIGNATURE, AlertKind.CONFLICTING_SIGNATURE}
-)
+# Kinds whose subject is an operatorId (an invalid signature's subject is the source address that posted it).
+OPERATOR_KINDS = frozenset({AlertKind.OPERATOR_DOWN, AlertKind.CONFLICTING_SIGNATURE})
 BATCH_PAGE = "/batches/{}/"
 OPERATOR_PAGE = "/operators/{}/"
 

@@ -263,38 +263,51 @@ def _window() -> float:
 
 
 def invalid_signatures(ctx: RuleContext) -> list[Condition]:
-    """Operators with a signature judged invalid within the window (forged in their name, or a wrong key)."""
+    """Sources (client addresses) that posted a signature judged invalid within the window.
+
+    By source, not by the operator a post names: anyone can post in an operator's name, so an invalid post says
+    something about who sent it, nothing about the operator (a misconfigured operator shows as its own address).
+    """
     cutoff = ctx.now - timedelta(seconds=_window())
+    invalid = Signature.objects.filter(status=SignatureStatus.INVALID).filter(
+        Q(verified_at__gte=cutoff) | Q(verified_at__isnull=True, received_at__gte=cutoff)
+    )
     rows = (
-        Signature.objects.filter(status=SignatureStatus.INVALID)
-        .filter(Q(verified_at__gte=cutoff) | Q(verified_at__isnull=True, received_at__gte=cutoff))
-        .values("operator_id")
-        .annotate(n=Count("id"), batches=Count("batch_identifier", distinct=True), last=Max("received_at"))
-        .order_by("operator_id")[:SUBJECT_LIMIT]
+        invalid.values("source")
+        .annotate(
+            n=Count("id"),
+            batches=Count("batch_identifier", distinct=True),
+            operators=Count("operator_id", distinct=True),
+            last=Max("received_at"),
+        )
+        .order_by("source")[:SUBJECT_LIMIT]
     )
     found = []
     for row in rows:
-        last = Signature.objects.filter(
-            operator_id=row["operator_id"], status=SignatureStatus.INVALID, received_at=row["last"]
-        ).first()
+        source = row["source"] or "unknown"
+        named = list(
+            invalid.filter(source=row["source"]).values_list("operator_id", flat=True).distinct()[:10]
+        )
+        last = invalid.filter(source=row["source"], received_at=row["last"]).first()
         found.append(
             Condition(
                 kind=AlertKind.INVALID_SIGNATURE,
-                subject=row["operator_id"],
+                subject=source[:66],
                 severity=AlertSeverity.WARNING,
                 summary=(
-                    f"{row['n']} invalid signatures for operator {short(row['operator_id'])} on "
+                    f"{row['n']} invalid signatures from {source} naming {row['operators']} operator(s) on "
                     f"{row['batches']} batches in the last {_window() / 60:g} min"
                     + (f": {last.status_reason}" if last and last.status_reason else "")
                 ),
                 details={
-                    "operator_id": row["operator_id"],
+                    "source": source,
                     "count": row["n"],
                     "batches": row["batches"],
+                    "operators_named": row["operators"],
+                    "operator_ids": sorted(named),
                     "window_seconds": _window(),
                     "last_batch_identifier": last.batch_identifier if last else "",
                     "last_reason": last.status_reason if last else "",
-                    "last_source": last.source if last else "",
                 },
             )
         )
@@ -302,7 +315,8 @@ def invalid_signatures(ctx: RuleContext) -> list[Condition]:
 
 
 def conflicting_signatures(ctx: RuleContext) -> list[Condition]:
-    """Operators with two different signatures for one batch within the window (at most one can be valid)."""
+    """Operators with two different *verified* signatures for one batch within the window (two keys behind one
+    operatorId: forgeries never verify, so they never flag one)."""
     cutoff = ctx.now - timedelta(seconds=_window())
     rows = (
         Signature.objects.filter(conflicting=True, received_at__gte=cutoff)
@@ -340,8 +354,9 @@ def conflicting_signatures(ctx: RuleContext) -> list[Condition]:
 
 
 def signatures_resolution(alert: Alert, ctx: RuleContext) -> str:
-    what = "invalid" if alert.kind == AlertKind.INVALID_SIGNATURE else "conflicting"
-    return f"no {what} signature for the operator in the last {_window() / 60:g} min"
+    if alert.kind == AlertKind.INVALID_SIGNATURE:
+        return f"no invalid signature from {alert.subject} in the last {_window() / 60:g} min"
+    return f"no conflicting signature for the operator in the last {_window() / 60:g} min"
 
 
 RULES: tuple[Rule, ...] = (

@@ -31,7 +31,8 @@ from monitoring.models.alerts import AlertWatch
 logger = logging.getLogger("monitoring.alerts")
 
 BATCH_KINDS = (AlertKind.BATCH_AT_RISK, AlertKind.BATCH_STALLED)
-OPERATOR_KINDS = (AlertKind.OPERATOR_DOWN, AlertKind.INVALID_SIGNATURE, AlertKind.CONFLICTING_SIGNATURE)
+# Kinds whose subject is an operatorId (an invalid signature's subject is the source that posted it).
+OPERATOR_KINDS = (AlertKind.OPERATOR_DOWN, AlertKind.CONFLICTING_SIGNATURE)
 
 _OPEN = """
 INSERT INTO {table} (kind, subject, severity, state, summary, details, opened_at, resolution, acknowledged_by)

@@ -150,7 +150,7 @@ def _hex32(value: int) -> str:
 
 
 def decode_new_batch_v3(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw, unsafe = _words(data), {}
+    raw, unsafe = _words(data), dict[str, str]()
     args = {
         "batchMerkleRoot": _topic(topics, 1),
         "senderAddress": _address_word(raw, 0),
@@ -162,7 +162,7 @@ def decode_new_batch_v3(topics: tuple[str, ...], data: str) -> dict[str, Any]:
 
 
 def decode_new_batch_v2(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw, unsafe = _words(data), {}
+    raw, unsafe = _words(data), dict[str, str]()
     args = {
         "batchMerkleRoot": _topic(topics, 1),
         "senderAddress": _address_word(raw, 0),
@@ -204,7 +204,7 @@ def decode_operator_stake_update(topics: tuple[str, ...], data: str) -> dict[str
 
 
 def decode_operator_socket_update(topics: tuple[str, ...], data: str) -> dict[str, Any]:
-    raw, unsafe = _words(data), {}
+    raw, unsafe = _words(data), dict[str, str]()
     args = {"operatorId": _topic(topics, 1), "socket": _string_at(raw, 0, name="socket", unsafe=unsafe)}
     return _with_unsafe(args, unsafe)
 

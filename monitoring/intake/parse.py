@@ -19,11 +19,14 @@ FIELDS = ("batchMerkleRoot", "senderAddress", "batchIdentifierHash", "blsSignatu
 class IntakeError(Exception):
     """A submission refused before storage: answered with ``status`` and ``{"error", "field"}``."""
 
-    def __init__(self, message: str, *, field: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, status: int = 400, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.status = status
+        self.retry_after = retry_after  # seconds, for a 429 or 503: sent as Retry-After
 
     def as_json(self) -> dict[str, str]:
         body = {"error": self.message}

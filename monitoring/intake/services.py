@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -27,12 +29,21 @@ class SubmitResult:
     conflicting: bool
 
 
+def _socket_address(socket: str) -> str:
+    """The IP address in an operator's socket (``http://203.0.113.5:9000``), or "" for a name or garbage."""
+    host = urlsplit(socket if "://" in socket else f"//{socket}").hostname or ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return ""
+
+
 def _hex32(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
 _LOOKUP = """
-SELECT o.registered, b.task_created_block,
+SELECT o.registered, b.task_created_block, o.socket,
     (SELECT s.stake FROM monitoring_operatorstake s
      WHERE s.operator_id = o.operator_id AND NOT s.removed AND s.quorum_number = 0
        AND s.block_number <= b.task_created_block
@@ -41,19 +52,38 @@ FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %s
 WHERE o.operator_id = %s
 """
 
-# The insert and the conflict check in one round trip: ``earlier`` reads the snapshot before the insert.
+# Unverified signatures per (batch, operator) are bounded twice: INTAKE_MAX_UNVERIFIED in all, and one per source
+# address, so a forger (however fast it posts) holds at most one place per address. The operator itself, posting
+# from the address of its registered socket, always has a place beyond the bound: many forgers cannot crowd it
+# out. Anyone else over the bound gets 429 with Retry-After until verification settles what waits.
+# Submissions for one (batch, operator) are serialised by a transaction-scoped advisory lock, so the bound on
+# unverified ones holds under concurrency; honest submissions of different operators never wait for each other.
+_PAIR_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+# In one round trip: an identical earlier submission (a duplicate), how many of the pair are unverified, and the
+# insert when it is neither a duplicate nor over the bound.
 _INSERT = """
-WITH earlier AS (
-    SELECT id FROM monitoring_signature WHERE batch_identifier = %s AND operator_id = %s
+WITH same AS (
+    SELECT id, status, conflicting FROM monitoring_signature
+    WHERE batch_identifier = %(batch)s AND operator_id = %(operator)s AND signature_x = %(x)s AND signature_y = %(y)s
+), unverified AS (
+    SELECT count(*) AS n, count(*) FILTER (WHERE source = %(source)s) AS from_source FROM monitoring_signature
+    WHERE batch_identifier = %(batch)s AND operator_id = %(operator)s AND status IN ('pending', 'waiting')
 ), inserted AS (
     INSERT INTO monitoring_signature (batch_identifier, batch_merkle_root, sender_address, operator_id,
         signature_x, signature_y, status, status_reason, conflicting, source, received_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, '', false, %s, now())
+    SELECT %(batch)s, %(root)s, %(sender)s, %(operator)s, %(x)s, %(y)s, %(status)s, '', false, %(source)s, now()
+    WHERE NOT EXISTS (SELECT 1 FROM same) AND (SELECT from_source FROM unverified) = 0
+        AND ((SELECT n FROM unverified) < %(bound)s OR %(own)s)
     ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT id FROM inserted), (SELECT count(*) FROM earlier)
+SELECT (SELECT id FROM inserted), (SELECT id FROM same), (SELECT status FROM same),
+    (SELECT conflicting FROM same), (SELECT n FROM unverified), (SELECT from_source FROM unverified)
 """
+
+# Seconds a submitter over the bound is told to wait: about a verifier round.
+UNVERIFIED_RETRY_AFTER = 2
 
 # Verifiers LISTEN on this channel; the notification is delivered only if the transaction commits.
 NOTIFY_CHANNEL = "signatures_pending"
@@ -70,7 +100,7 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
         found = cursor.fetchone()
         if found is None:
             raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-        registered, task_created_block, stake = found
+        registered, task_created_block, socket, stake = found
         if task_created_block is not None:
             if not stake or stake <= 0:
                 raise IntakeError(
@@ -82,50 +112,46 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
         else:
             status = SignatureStatus.WAITING
 
+        cursor.execute(_PAIR_LOCK, [response.batch_identifier + response.operator_id])
         cursor.execute(
             _INSERT,
-            [
-                response.batch_identifier,
-                response.operator_id,
-                response.batch_identifier,
-                response.batch_merkle_root,
-                response.sender_address,
-                response.operator_id,
-                sig_x,
-                sig_y,
-                status,
-                source[:64],
-            ],
+            {
+                "batch": response.batch_identifier,
+                "operator": response.operator_id,
+                "root": response.batch_merkle_root,
+                "sender": response.sender_address,
+                "x": sig_x,
+                "y": sig_y,
+                "status": status,
+                "source": source[:64],
+                "bound": int(settings.INTAKE_MAX_UNVERIFIED),
+                # The operator posting from its registered node's address always has a place of its own.
+                "own": bool(source) and _socket_address(str(socket or "")) == source,
+            },
         )
         row = cursor.fetchone()
-        inserted_id, earlier = (row[0], int(row[1])) if row else (None, 0)
-        if inserted_id is None:
-            existing = Signature.objects.get(
-                batch_identifier=response.batch_identifier,
-                operator_id=response.operator_id,
-                signature_x=sig_x,
-                signature_y=sig_y,
-            )
+        assert row is not None
+        inserted_id, same_id, same_status, same_conflicting, unverified, from_source = row
+        if same_id is not None:
             return SubmitResult(
                 status="duplicate",
-                signature_id=existing.id,
-                signature_status=existing.status,
-                conflicting=existing.conflicting,
+                signature_id=int(same_id),
+                signature_status=str(same_status),
+                conflicting=bool(same_conflicting),
             )
-        conflicting = earlier > 0
-        if conflicting:
-            # A different signature by the same operator for the same batch: keep both as evidence, flag both.
-            Signature.objects.filter(
-                batch_identifier=response.batch_identifier, operator_id=response.operator_id
-            ).update(conflicting=True)
-            logger.warning(
-                "conflicting signature from operator %s for batch %s (kept as evidence)",
-                response.operator_id,
-                response.batch_identifier,
+        if inserted_id is None:
+            # Anyone can post in any operator's name: what a forger can make the verifier do is bounded.
+            waiting = (
+                "a signature from this address in this operator's name for this batch awaits verification"
+                if from_source
+                else f"{unverified} signatures in this operator's name for this batch await verification"
             )
-        from monitoring.liveness.services import operator_sign_of_life
-
-        operator_sign_of_life(operator_id=response.operator_id)
+            raise IntakeError(
+                f"{waiting}; retry later",
+                field="blsSignature",
+                status=429,
+                retry_after=UNVERIFIED_RETRY_AFTER,
+            )
         if status == SignatureStatus.PENDING:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, response.batch_identifier])
         live_signature_accepted(
@@ -134,10 +160,11 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
             operator_id=response.operator_id,
             status=status,
             stake=stake,
-            conflicting=conflicting,
+            conflicting=False,
         )
+    # A conflict is known only once two different signatures have both verified (see verify.py).
     return SubmitResult(
-        status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=conflicting
+        status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=False
     )
 
 

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from monitoring.bls import G1Point, G2Point, InvalidPoint, PairingBackend, SignedItem, verify_same_message
 from monitoring.live.notify import live_signatures_checked
+from monitoring.liveness.services import operator_sign_of_life
 from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
 from monitoring.progress.services import batch_progress_refresh
 
@@ -48,12 +51,14 @@ def operator_g2_keys(*, operator_ids: set[str]) -> dict[str, G2Point]:
 
 
 def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | None = None) -> VerifyOutcome:
-    """Claim this batch's pending signatures (skipping rows another verifier holds), verify, record, refresh."""
+    """Claim a chunk of this batch's pending signatures (skipping rows another verifier holds), verify, record,
+    refresh. At most VERIFY_CHUNK at a time, oldest first: a flood of forgeries is worked through in bounded
+    rounds, and the intake bounds how many of them one (batch, operator) can queue before the honest one."""
     with transaction.atomic():
         claimed = list(
             Signature.objects.select_for_update(skip_locked=True)
             .filter(batch_identifier=batch_identifier, status=SignatureStatus.PENDING)
-            .order_by("id")
+            .order_by("id")[: int(settings.VERIFY_CHUNK)]
         )
         if not claimed:
             return VerifyOutcome(batch_identifier=batch_identifier, verified=0, invalid=0, pairing_checks=0)
@@ -86,6 +91,11 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
                 status=SignatureStatus.VERIFIED, verified_at=now
             )
             _forwarding_request(batch_identifier=batch_identifier, signature_ids=valid_ids)
+            verified_operators = sorted({s.operator_id for s in claimed if s.id in set(valid_ids)})
+            _conflicts_flag(batch_identifier=batch_identifier, operator_ids=verified_operators)
+            # A verified signature is a sign of life (only the operator's key can make one); a mere post is not.
+            for operator_id in verified_operators:
+                operator_sign_of_life(operator_id=operator_id, at=now)
         for signature_id, reason in invalid_reasons.items():
             Signature.objects.filter(id=signature_id).update(
                 status=SignatureStatus.INVALID, status_reason=reason, verified_at=now
@@ -110,6 +120,27 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
         invalid=len(invalid_reasons),
         pairing_checks=result.pairing_checks,
     )
+
+
+def _conflicts_flag(*, batch_identifier: str, operator_ids: list[str]) -> None:
+    """Two *verified* signatures of one operator that differ: flag both (BLS is deterministic, so this means two
+    keys behind one operatorId, not a forger: a forgery never verifies, and never flags the honest one)."""
+    conflicted = (
+        Signature.objects.filter(
+            batch_identifier=batch_identifier, operator_id__in=operator_ids, status=SignatureStatus.VERIFIED
+        )
+        .values("operator_id")
+        .annotate(kinds=Count("id"))
+        .filter(kinds__gt=1)
+        .values_list("operator_id", flat=True)
+    )
+    for operator_id in conflicted:
+        Signature.objects.filter(
+            batch_identifier=batch_identifier, operator_id=operator_id, status=SignatureStatus.VERIFIED
+        ).update(conflicting=True)
+        logger.warning(
+            "operator %s has two different verified signatures for batch %s", operator_id, batch_identifier
+        )
 
 
 def _forwarding_request(*, batch_identifier: str, signature_ids: list[int]) -> None:

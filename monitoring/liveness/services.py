@@ -22,7 +22,7 @@ from monitoring.live.notify import live_operator_state
 from monitoring.liveness.probe import ERROR_MAX, NODE_VERSION_MAX, ProbeResult, probe_operator
 from monitoring.models import Operator, OperatorLiveness, OperatorState, OperatorStateChange
 
-SIGN_OF_LIFE_REASON = "accepted a signature"
+SIGN_OF_LIFE_REASON = "its signature verified"
 # How long past its probes' own deadlines a round waits for threads that cannot be interrupted (DNS lookups).
 ROUND_GRACE = 1.0
 LIVE_STATES = (OperatorState.UP, OperatorState.DEGRADED)
@@ -124,7 +124,8 @@ def operator_liveness_record(
 
 
 def operator_sign_of_life(*, operator_id: str, at: datetime | None = None) -> None:
-    """An accepted signature: the operator is alive. One UPDATE when it is already up or degraded."""
+    """A verified signature: the operator is alive (a post in its name is not: anyone can make one). One
+    UPDATE when it is already up or degraded."""
     at = at or timezone.now()
     operator_id = operator_id.lower()
     seen = Greatest(F("last_seen_at"), Value(at, output_field=DateTimeField()))  # GREATEST skips NULL

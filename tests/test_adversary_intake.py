@@ -1,0 +1,155 @@
+"""Forgers on the open intake: what they can cost is bounded, they never keep an honest signature out, never
+change an operator's state, and are recorded against their own address."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from monitoring.bls import G1Point, g1_mul
+from monitoring.intake.jobs import intake_sweep
+from monitoring.models import BatchProgress, OperatorLiveness, Signature, SignatureStatus
+from tests.chain_fixtures import Net, net_deploy, signed_response
+
+URL = "/api/v1/signatures"
+
+
+@pytest.fixture(autouse=True)
+def clean_counts() -> None:
+    """Rate counts live in Redis: start from none."""
+    connection = redis.Redis.from_url(django_settings.REDIS_URL)
+    for key in connection.scan_iter("rate:*"):
+        connection.delete(key)
+
+
+@pytest.fixture
+def network(anvil: Any) -> tuple[Net, bytes]:
+    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40
+    root = net.create_task(seed=31)
+    net.ingester().sync_once()
+    return net, root
+
+
+def forged(net: Net, root: bytes, *, operator: int, n: int) -> dict[str, Any]:
+    """A well-formed submission in ``operator``'s name that is not its signature: a point on the curve, distinct
+    for each ``n`` (the (n+2)-th multiple of the signature under a wrong key)."""
+    body = signed_response(net, root=root, operator=operator, wrong_key=True)
+    point = G1Point(int(body["blsSignature"]["X"], 16), int(body["blsSignature"]["Y"], 16))
+    body["blsSignature"] = g1_mul(point, n + 2).to_hex()
+    return body
+
+
+def post(client: Any, body: dict[str, Any], *, address: str, forwarded: str | None = None) -> Any:
+    extra = {"REMOTE_ADDR": address}
+    if forwarded is not None:
+        extra["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client.post(URL, data=json.dumps(body), content_type="application/json", **extra)
+
+
+@pytest.mark.django_db
+def test_it_bounds_unverified_forgeries_per_address_and_never_keeps_the_honest_one_out(
+    client: Any, network: tuple[Net, bytes]
+) -> None:
+    net, root = network
+    first = post(client, forged(net, root, operator=3, n=0), address="198.51.100.7")
+    assert first.status_code == 202
+    # The same forger again, with another forgery: one place per address until verification settles it.
+    again = post(client, forged(net, root, operator=3, n=1), address="198.51.100.7")
+    assert again.status_code == 429
+    assert again["Retry-After"] == "2"
+    assert "awaits verification" in again.json()["error"]
+    # The operator's own submission, from its own address, gets in beside it.
+    honest = post(client, signed_response(net, root=root, operator=3), address="192.0.2.40")
+    assert honest.status_code == 202
+    # Other forgers fill the places left (three in all) and no more.
+    assert post(client, forged(net, root, operator=3, n=2), address="198.51.100.8").status_code == 202
+    late = post(client, forged(net, root, operator=3, n=3), address="198.51.100.9")
+    assert late.status_code == 429
+    assert "3 signatures in this operator's name" in late.json()["error"]
+    assert Signature.objects.filter(status=SignatureStatus.PENDING).count() == 3
+
+    intake_sweep()
+
+    statuses = dict(Signature.objects.values_list("source", "status"))
+    assert statuses == {
+        "198.51.100.7": SignatureStatus.INVALID,
+        "198.51.100.8": SignatureStatus.INVALID,
+        "192.0.2.40": SignatureStatus.VERIFIED,
+    }
+    # Verification settled: the forger may post again (and is verified invalid again), the bound holds.
+    assert post(client, forged(net, root, operator=3, n=1), address="198.51.100.7").status_code == 202
+
+
+@pytest.mark.django_db
+def test_it_lets_no_post_in_an_operators_name_change_its_state(
+    client: Any, network: tuple[Net, bytes]
+) -> None:
+    net, root = network
+    assert post(client, forged(net, root, operator=1, n=0), address="198.51.100.7").status_code == 202
+    intake_sweep()
+    assert not OperatorLiveness.objects.exists(), "a forgery is no sign of life"
+    assert post(client, signed_response(net, root=root, operator=1), address="192.0.2.20").status_code == 202
+    intake_sweep()
+    assert OperatorLiveness.objects.get().state == "up"
+
+
+@pytest.mark.django_db
+def test_it_rate_limits_each_address_and_believes_forwarded_for_only_from_trusted_proxies(
+    client: Any, network: tuple[Net, bytes], settings: Any
+) -> None:
+    settings.INTAKE_RATE = "3/min"
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    net, root = network
+    bodies = [signed_response(net, root=root, operator=i) for i in range(4)]
+    # An untrusted peer's X-Forwarded-For is ignored: all four count against the peer itself.
+    answers = [
+        post(client, b, address="203.0.113.5", forwarded=f"192.0.2.{i}").status_code
+        for i, b in enumerate(bodies)
+    ]
+    assert answers == [202, 202, 202, 429]
+    limited = post(client, bodies[3], address="203.0.113.5")
+    assert limited.status_code == 429
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert "more than 3/min posts from 203.0.113.5" in limited.json()["error"]
+    # Through a trusted proxy each client counts for itself, however the chain of proxies is written.
+    for i in range(3):
+        assert (
+            post(
+                client, bodies[3], address="10.1.2.3", forwarded=f"192.0.2.99, 192.0.2.{i}, 10.0.0.9"
+            ).status_code
+            == 202
+        )
+    assert Signature.objects.filter(source__startswith="192.0.2.").count() == 1  # the rest were duplicates
+    assert set(Signature.objects.values_list("source", flat=True)) == {"203.0.113.5", "192.0.2.0"}
+
+
+@pytest.mark.django_db
+def test_it_reaches_quorum_while_a_thousand_forgeries_flood_one_operator(
+    client: Any, network: tuple[Net, bytes], settings: Any
+) -> None:
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    net, root = network
+    forgeries = [forged(net, root, operator=3, n=n) for n in range(7)]
+    flood = [
+        post(client, forgeries[i % 7], address="10.9.9.9", forwarded=f"198.18.{i // 250}.{i % 250}")
+        for i in range(1000)
+    ]
+    assert {r.status_code for r in flood} == {202, 429}
+    stored = Signature.objects.filter(operator_id=net.state["operators"][3]["operator_id"]).count()
+    assert stored == 3, (
+        "a few are stored as evidence, the rest refused (or answered as duplicates) before any work"
+    )
+    # Every operator posts from its registered node's address: operator 3 too, past the forgers' places.
+    for i in range(4):
+        assert (
+            post(client, signed_response(net, root=root, operator=i), address="127.0.0.1").status_code == 202
+        )
+    intake_sweep()
+    intake_sweep()
+    assert Signature.objects.filter(status=SignatureStatus.VERIFIED).count() == 4
+    progress = BatchProgress.objects.get()
+    assert progress.quorum_reached_at is not None
