@@ -19,13 +19,19 @@ _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def job_enqueue(
-    function: Callable[..., Any], *args: Any, job_id: str, result_ttl: int, failure_ttl: int, what: str
+    function: Callable[..., Any],
+    *args: Any,
+    job_id: str,
+    result_ttl: int,
+    failure_ttl: int,
+    what: str,
+    queue_name: str = "default",
 ) -> bool:
-    """Enqueue ``function(*args)`` on the default queue as ``job_id``; False when Redis could not take it."""
+    """Enqueue ``function(*args)`` on ``queue_name`` as ``job_id``; False when Redis could not take it."""
     try:
         import django_rq
 
-        queue = django_rq.get_queue("default")
+        queue = django_rq.get_queue(queue_name)
         job = queue.fetch_job(job_id)
         if job is None or job.get_status(refresh=False) not in _WAITING:
             queue.enqueue(function, *args, job_id=job_id, result_ttl=result_ttl, failure_ttl=failure_ttl)

@@ -105,6 +105,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    # Jobs that call operators (catch-up), on workers of their own: `rqworker operators`.
+    "operators": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
 CHANNEL_LAYERS = {
     "default": {
@@ -251,15 +253,20 @@ INTAKE_RATE = env_str("INTAKE_RATE", "600/min")
 INTAKE_MAX_UNVERIFIED = env_int("INTAKE_MAX_UNVERIFIED", 3, minimum=1)
 # Proxies (addresses or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# Operator sockets may point only at public addresses, unless these networks (CIDRs) allow more: the devnet's
+# operators run on 127.0.0.1. Plain-http targets here may also receive control tokens.
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
 # The verifier claims at most this many pending signatures of a batch at a time.
 VERIFY_CHUNK = env_int("VERIFY_CHUNK", 256, minimum=1)
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", INTAKE_RATE):
     raise ImproperlyConfiguredEnv(f"INTAKE_RATE={INTAKE_RATE!r} must look like 600/min (s, m, h or d)")
-for _proxy in TRUSTED_PROXIES:
+for _proxy in (*TRUSTED_PROXIES, *OUTBOUND_ALLOWED_NETWORKS):
     try:
         ipaddress.ip_network(_proxy, strict=False)
     except ValueError:
-        raise ImproperlyConfiguredEnv(f"TRUSTED_PROXIES: {_proxy!r} is not an address or a network") from None
+        raise ImproperlyConfiguredEnv(
+            f"TRUSTED_PROXIES / OUTBOUND_ALLOWED_NETWORKS: {_proxy!r} is not an address or a network"
+        ) from None
 # "auto": the fastest installed pairing backend; or "py-ecc" (the reference), or a named faster one.
 BLS_PAIRING_BACKEND = env_str("BLS_PAIRING_BACKEND", "auto")
 VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)

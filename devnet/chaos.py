@@ -108,6 +108,7 @@ CONTROL_PLANE_PROCESSES = (
     "cp-recovery",
     "cp-alerts",
     "cp-worker",
+    "cp-worker-ops",
     "cp-web",
 )
 OPERATORS = 5

@@ -31,6 +31,8 @@ CONTROL_PLANE_ENV = {
     "LIVENESS_PROBE_TIMEOUT": "0.5",
     "RECOVERY_LEASE_SECONDS": "5",
     "ALERTS_INTERVAL": "1",
+    # The devnet's operators listen on 127.0.0.1, which operator sockets may not name otherwise.
+    "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
 
 
@@ -61,6 +63,7 @@ class ControlPlane:
             "cp-recovery": manage_py_args("recovery"),
             "cp-alerts": manage_py_args("alerts"),
             "cp-worker": manage_py_args("rqworker", "default"),
+            "cp-worker-ops": manage_py_args("rqworker", "operators"),
             "cp-web": [
                 sys.executable,
                 "-m",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from django.conf import settings
 
+from controlplane.outbound import OutboundError, configured_target, request
 from devnet.state import DevnetStateError, load_state
 
 
@@ -40,21 +41,31 @@ def aggregator_url() -> str:
         ) from exc
 
 
+# The aggregator answers with small JSON; anything bigger is refused unread.
+ANSWER_MAX_BYTES = 256 * 1024
+
+
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> AggregatorAnswer:
     url = aggregator_url() + path
     try:
-        response = requests.request(method, url, json=body, timeout=float(settings.AGGREGATOR_TIMEOUT))
-    except requests.RequestException as exc:
-        raise AggregatorUnavailable(f"{method} {url}: {type(exc).__name__}") from None
-    if response.status_code >= 500:
-        raise AggregatorUnavailable(f"{method} {url}: HTTP {response.status_code}")
+        response = request(
+            method,
+            configured_target(aggregator_url()),
+            path,
+            body=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            timeout=float(settings.AGGREGATOR_TIMEOUT),
+            max_bytes=ANSWER_MAX_BYTES,
+        )
+    except OutboundError as exc:
+        raise AggregatorUnavailable(f"{method} {url}: {exc.reason}") from None
+    if response.status >= 500:
+        raise AggregatorUnavailable(f"{method} {url}: HTTP {response.status}")
     try:
-        payload = response.json()
+        payload = json.loads(response.body)
     except ValueError:
-        raise AggregatorUnavailable(f"{method} {url}: HTTP {response.status_code}, not JSON") from None
-    return AggregatorAnswer(
-        status_code=response.status_code, body=payload if isinstance(payload, dict) else {}
-    )
+        raise AggregatorUnavailable(f"{method} {url}: HTTP {response.status}, not JSON") from None
+    return AggregatorAnswer(status_code=response.status, body=payload if isinstance(payload, dict) else {})
 
 
 def aggregator_health() -> AggregatorAnswer:

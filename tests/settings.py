@@ -12,4 +12,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 # Rules are tested on operators declared down at once; the start-up grace has tests of its own.
 os.environ.setdefault("ALERT_STARTUP_GRACE_SECONDS", "0")
 
+# The devnet's operators (and the tests' node APIs) live on 127.0.0.1; the refusal has tests of its own.
+os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
+
 from controlplane.settings import *  # noqa: F403

@@ -89,6 +89,7 @@ def test_it_defines_the_services_of_the_stack() -> None:
         services["web"]
     )
     assert ["python", "manage.py", "rqworker", "default", "--with-scheduler"] in _argvs(services["worker"])
+    assert ["python", "manage.py", "rqworker", "operators"] in _argvs(services["worker-operators"])
     assert ["python", "manage.py", "ingest"] in _argvs(services["ingest"])
     assert ["python", "manage.py", "migrate", "--noinput"] in _argvs(services["web"])
 

@@ -184,7 +184,7 @@ def test_it_reports_a_refused_connection_and_a_bad_socket(node_api: NodeApi) -> 
 
     result = probe_operator(socket="ftp://127.0.0.1:21", timeout=TIMEOUT)
     assert result.state == OperatorState.DOWN
-    assert result.error.startswith("invalid socket")
+    assert result.error == "socket 'ftp://127.0.0.1:21' is not http(s)://host[:port]"
 
 
 @pytest.mark.parametrize("mode", ["hang", "trickle"])

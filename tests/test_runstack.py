@@ -134,6 +134,7 @@ class Stack:
             "recovery",
             "alerts",
             "worker",
+            "worker-ops",
             "web",
         }
         self.pids = {**started["children"], **{n: c["pid"] for n, c in devnet["components"].items()}}

@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import requests
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from controlplane.jobs import job_enqueue
+from controlplane.outbound import OutboundError, configured_target, request
 from monitoring.alerts.payload import webhook_payload
 from monitoring.models import (
     Alert,
@@ -264,27 +264,24 @@ def webhook_post(*, delivery: WebhookDelivery) -> PostResult:
     }
     started = time.monotonic()
     try:
-        # No redirects: a receiver that moved is a failure to fix in the admin, not a hop to follow blindly.
-        with requests.post(
-            delivery.endpoint.url,
-            data=body,
+        # No redirects (http.client follows none): a receiver that moved is a failure to fix in the admin.
+        answer = request(
+            "POST",
+            configured_target(delivery.endpoint.url),
+            body=body,
             headers=headers,
             timeout=float(settings.WEBHOOK_TIMEOUT),
-            allow_redirects=False,
-            stream=True,
-        ) as answer:
-            status = answer.status_code
-            error = "" if 200 <= status < 300 else f"HTTP {status}: {_snippet(answer)}"
-    except requests.RequestException as exc:
-        return PostResult(None, f"{type(exc).__name__}: {exc}"[:2000], _ms_since(started))
-    return PostResult(status, error, _ms_since(started))
+            max_bytes=WEBHOOK_ANSWER_MAX_BYTES,
+        )
+    except OutboundError as exc:
+        return PostResult(None, exc.reason, _ms_since(started))
+    # The status only: what a receiver says in its body is not ours to store or show.
+    status = answer.status
+    return PostResult(status, "" if 200 <= status < 300 else f"HTTP {status}", _ms_since(started))
 
 
-def _snippet(answer: requests.Response) -> str:
-    try:
-        return answer.raw.read(300, decode_content=True).decode(errors="replace").strip()
-    except Exception:  # the answer is only context for a person; its absence is fine
-        return ""
+# A receiver's answer is read (to keep the connection well-behaved) up to this much, never stored.
+WEBHOOK_ANSWER_MAX_BYTES = 64 * 1024
 
 
 def _ms_since(started: float) -> int:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
+from controlplane.outbound import OutboundError, OutboundRefused, Target, operator_target, request
 from devnet.state import DevnetStateError, load_state
 from monitoring.models import Batch, BatchRefusal, BatchStatus, Operator, OperatorState, SignatureStatus
 from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
@@ -218,11 +218,8 @@ class _ControlError(Exception):
     pass
 
 
-def _control_url(socket: str) -> str:
-    base = socket.strip().rstrip("/")
-    if "://" not in base:
-        base = "http://" + base  # a bare host:port, as the liveness probe reads it
-    return base + CONTROL_PATH
+# A control endpoint's answer is small JSON; anything bigger is refused unread.
+CONTROL_ANSWER_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -232,33 +229,34 @@ class _ControlAnswer:
     refused: dict[str, str]  # batch identifier -> the operator's reason
 
 
-def _control_verify(*, url: str, token: str, batches: Sequence[Batch]) -> _ControlAnswer:
-    """One control request. Raises _ControlError with a reason fit for last_error."""
+def _control_verify(*, target: Target, token: str, batches: Sequence[Batch]) -> _ControlAnswer:
+    """One control request. Raises _ControlError with a reason fit for last_error (never the remote's words)."""
     body = {
         "batches": [
             {"batchMerkleRoot": b.merkle_root, "senderAddress": b.sender, "batchDataPointer": b.data_pointer}
             for b in batches
         ]
     }
+    where = target.origin
     try:
-        response = requests.post(
-            url,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
+        response = request(
+            "POST",
+            target,
+            CONTROL_PATH,
+            body=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             timeout=float(settings.AGGREGATOR_TIMEOUT),
-            allow_redirects=False,
+            max_bytes=CONTROL_ANSWER_MAX_BYTES,
+            secret=True,
         )
-    except requests.RequestException as exc:
-        raise _ControlError(f"control endpoint {url} unreachable: {type(exc).__name__}") from None
-    if response.status_code in (401, 403):
-        raise _ControlError(
-            f"the operator refused the control token (HTTP {response.status_code} from {url})"
-        )
-    if response.status_code not in (200, 202):
-        text = response.text.strip().replace("\n", " ")[:200]
-        raise _ControlError(f"control request refused: HTTP {response.status_code} from {url}: {text}")
+    except OutboundError as exc:
+        raise _ControlError(f"control endpoint {where} unreachable: {exc.reason}") from None
+    if response.status in (401, 403):
+        raise _ControlError(f"the operator refused the control token (HTTP {response.status} from {where})")
+    if response.status not in (200, 202):
+        raise _ControlError(f"control request refused: HTTP {response.status} from {where}")
     try:
-        answer = response.json()
+        answer = json.loads(response.body)
         accepted, skipped = int(answer.get("accepted", 0)), int(answer.get("skipped", 0))
     except (ValueError, AttributeError, TypeError):
         return _ControlAnswer(accepted=len(batches), skipped=0, refused={})  # acknowledged, in other words
@@ -362,7 +360,10 @@ def catchup_execute(task: RecoveryTask) -> Outcome:
             **state(),
         )
 
-    url = _control_url(operator.socket)
+    try:
+        target = operator_target(operator.socket)
+    except OutboundRefused as exc:
+        return Outcome.retry(f"operator {operator_id[:18]}: {exc.reason}", **state())
     chunk = max(1, min(int(settings.CATCHUP_CHUNK), CONTROL_MAX_BATCHES))
     sent = accepted = skipped = requests_made = 0
     refused: dict[str, str] = {}
@@ -372,7 +373,7 @@ def catchup_execute(task: RecoveryTask) -> Outcome:
             break
         part = due[start : start + chunk]
         try:
-            answer = _control_verify(url=url, token=token, batches=part)
+            answer = _control_verify(target=target, token=token, batches=part)
         except _ControlError as exc:
             error = str(exc)
             break

@@ -89,7 +89,7 @@ def recovery_task_request(
             row = cursor.fetchone()
         if row is not None:
             task = RecoveryTask.objects.get(id=row[0])
-            transaction.on_commit(partial(recovery_task_enqueue, task_id=task.id, attempts=0))
+            transaction.on_commit(partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind))
             live_recovery_task(task=task, action="requested")
             return task, True
         existing = _open_task(kind=kind, subject=subject)
@@ -100,7 +100,7 @@ def recovery_task_request(
                 next_attempt_at=timezone.now()
             )
             transaction.on_commit(
-                partial(recovery_task_enqueue, task_id=existing.id, attempts=existing.attempts)
+                partial(recovery_task_enqueue, task_id=existing.id, attempts=existing.attempts, kind=kind)
             )
         return existing, False
     raise RuntimeError(f"could not request a {kind} task for {subject}: it kept being settled concurrently")
@@ -110,7 +110,12 @@ def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
     return RecoveryTask.objects.filter(kind=kind, subject=subject, status__in=OPEN_STATUSES).first()
 
 
-def recovery_task_enqueue(*, task_id: int, attempts: int) -> None:
+# Jobs that call operators run on a queue (and workers) of their own: an operator that answers slowly, or not
+# at all, never delays forwarding to the aggregator or webhooks.
+OPERATOR_QUEUE = "operators"
+
+
+def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "") -> None:
     """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue."""
     from recovery.jobs import run_recovery_task
 
@@ -121,6 +126,7 @@ def recovery_task_enqueue(*, task_id: int, attempts: int) -> None:
         result_ttl=60,
         failure_ttl=3600,
         what=f"recovery task {task_id}",
+        queue_name=OPERATOR_QUEUE if kind == RecoveryKind.CATCHUP else "default",
     )
 
 
@@ -247,13 +253,13 @@ def recovery_reconcile(*, limit: int = 500) -> list[int]:
     due = list(
         RecoveryTask.objects.filter(status=RecoveryStatus.PENDING, next_attempt_at__lte=now)
         .order_by("next_attempt_at")
-        .values_list("id", "attempts")[:limit]
+        .values_list("id", "attempts", "kind")[:limit]
     )
     expired = list(
         RecoveryTask.objects.filter(status=RecoveryStatus.RUNNING, lease_until__lt=now).values_list(
-            "id", "attempts"
+            "id", "attempts", "kind"
         )[:limit]
     )
-    for task_id, attempts in [*due, *expired]:
-        recovery_task_enqueue(task_id=task_id, attempts=attempts)
-    return [task_id for task_id, _ in [*due, *expired]]
+    for task_id, attempts, kind in [*due, *expired]:
+        recovery_task_enqueue(task_id=task_id, attempts=attempts, kind=kind)
+    return [task_id for task_id, _, _ in [*due, *expired]]

@@ -102,6 +102,7 @@ class Command(BaseCommand):
             spawn=self._spawn_process, say=lambda line: self._say(f"runstack: {line}")
         )
         self.pumps: list[threading.Thread] = []
+        self.use_devnet = False
         self.started_devnet = False
         self.stopping = threading.Event()
         self.defer_signals = False
@@ -145,6 +146,7 @@ class Command(BaseCommand):
         self._say("runstack: already stopping, please wait")
 
     def _start(self, *, host: str, port: int, operators: int, use_devnet: bool) -> None:
+        self.use_devnet = use_devnet
         if not use_devnet:
             self._check_chain_settings()
         self._say("runstack: applying migrations")
@@ -166,6 +168,7 @@ class Command(BaseCommand):
         self._spawn("recovery", self._manage_py("recovery"))
         self._spawn("alerts", self._manage_py("alerts"))
         self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
+        self._spawn("worker-ops", self._manage_py("rqworker", "operators"))
         self._spawn(
             "web",
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "controlplane.asgi:application"],
@@ -279,6 +282,10 @@ class Command(BaseCommand):
     def _spawn_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """Start one child with its output pumped here and to its log (also when the supervisor restarts it)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if (
+            self.use_devnet
+        ):  # its operators listen on 127.0.0.1, which operator sockets may not name otherwise
+            env.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
         process = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
