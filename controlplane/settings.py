@@ -243,6 +243,8 @@ LIVENESS_DOWN_AFTER = env_int("LIVENESS_DOWN_AFTER", 1, minimum=1)
 
 # Signature intake and quorum progress.
 INTAKE_MAX_BODY_BYTES = env_int("INTAKE_MAX_BODY_BYTES", 4096, minimum=512)
+# Every other request body (API writes, admin forms), refused before it is buffered when larger.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 # How long a signature for a batch not yet ingested waits before it expires.
 INTAKE_WAITING_TTL = env_float("INTAKE_WAITING_TTL", 600.0, minimum=1.0)
 QUORUM_THRESHOLD_PERCENTAGE = env_int("QUORUM_THRESHOLD_PERCENTAGE", 67, minimum=1)
