@@ -26,6 +26,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.throttling import UserRateThrottle
 
 from controlplane.models import ApiToken, TokenScope
+from controlplane.outages import redis_outage
 
 if TYPE_CHECKING:
     # Imported lazily by DRF from the settings: importing rest_framework.views here would be circular.
@@ -145,7 +146,8 @@ class ApiAccess(BasePermission):
 class WriteRateThrottle(UserRateThrottle):
     """At most API_WRITE_RATE writes per user, counted in the shared (Redis) cache; reads are not throttled.
 
-    Redis is disposable: when it cannot be reached, writes are let through rather than refused.
+    When the cache cannot be reached, writes are refused (fail closed): a write is a person's action (a replay,
+    an acknowledgement) that can wait for Redis; an unthrottled one could not be taken back.
     """
 
     scope = "write"
@@ -159,5 +161,11 @@ class WriteRateThrottle(UserRateThrottle):
         try:
             return super().allow_request(request, view)
         except (RedisError, OSError) as exc:
-            logger.warning("write throttle skipped, cache unavailable: %s", exc)
-            return True
+            redis_outage.note(f"API writes refused: the write throttle cannot count ({exc})")
+            self.wait_seconds: float | None = 5.0
+            return False
+
+    def wait(self) -> float | None:
+        if getattr(self, "wait_seconds", None) is not None:
+            return self.wait_seconds  # the cache is away: try again shortly
+        return super().wait()

@@ -164,7 +164,21 @@ if not DEBUG:
     CSRF_COOKIE_HTTPONLY = False
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+# Served over https (behind a TLS proxy): cookies only over https, and browsers told to keep to it (HSTS). On by
+# default without DEBUG; HTTPS_ONLY=0 for a plain-http dashboard on a trusted network (a browser refuses to send
+# secure cookies over http, so logging in would not work there).
+HTTPS_ONLY = env_bool("HTTPS_ONLY", not DEBUG)
+if HTTPS_ONLY:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+# Messages (a new API key is shown once through one) live in the session, never in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
+# Login attempts per client address (the dashboard's and the admin's forms), counted in Redis: N/s|m|h|d.
+LOGIN_RATE = env_str("LOGIN_RATE", "10/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", LOGIN_RATE):
+    raise ImproperlyConfiguredEnv(f"LOGIN_RATE={LOGIN_RATE!r} must look like 10/min (s, m, h or d)")
 # Writes through the API (recovery runs, acknowledgements) per user, counted in the shared cache: N/s|m|h|d.
 API_WRITE_RATE = env_str("API_WRITE_RATE", "60/min")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", API_WRITE_RATE):
@@ -262,6 +276,9 @@ OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
 VERIFY_CHUNK = env_int("VERIFY_CHUNK", 256, minimum=1)
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", INTAKE_RATE):
     raise ImproperlyConfiguredEnv(f"INTAKE_RATE={INTAKE_RATE!r} must look like 600/min (s, m, h or d)")
+# Behind a trusted proxy, its X-Forwarded-Proto says whether the client came over https.
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 for _proxy in (*TRUSTED_PROXIES, *OUTBOUND_ALLOWED_NETWORKS):
     try:
         ipaddress.ip_network(_proxy, strict=False)
@@ -321,8 +338,10 @@ WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
 WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 30.0, minimum=1.0)
 # Retries back off exponentially up to this many seconds (with jitter) and never stop while an endpoint is active.
 WEBHOOK_BACKOFF_CAP = env_float("WEBHOOK_BACKOFF_CAP", 60.0, minimum=1.0)
-# When set, GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>" (or METRICS_TOKEN_FILE).
+# GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>" (or METRICS_TOKEN_FILE); without a token it is
+# refused, unless METRICS_PUBLIC=1 opens it to anyone who can reach it.
 METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", DEBUG)  # a DEBUG (local) control plane: public
 # Timeout of the scrape's one JSON-RPC call (the chain head); a slow or down chain never fails a scrape.
 METRICS_CHAIN_TIMEOUT = env_float("METRICS_CHAIN_TIMEOUT", 1.0, minimum=0.05)
 

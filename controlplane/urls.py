@@ -4,8 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from controlplane.views import healthz
+from controlplane.views import healthz, login_rate_limited
 from monitoring.metrics import metrics_view
+
+# The admin's own login form is limited like the dashboard's.
+admin.site.login = login_rate_limited(admin.site.login)  # type: ignore[method-assign,assignment]
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -148,7 +148,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     inlines = (AttemptInline,)
     actions = ("retry_now",)
 
-    @admin.action(description="Retry selected deliveries now")
+    @admin.action(description="Retry selected deliveries now", permissions=["staff"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> HttpResponse | None:
         count = webhook_deliveries_retry_now(ids=list(queryset.values_list("id", flat=True)))
         self.message_user(
@@ -201,7 +201,7 @@ class AlertAdmin(ReadOnlyAdmin):
         subject = alert.subject
         return f"{subject[:10]}…{subject[-6:]}" if len(subject) > 20 else subject
 
-    @admin.action(description="Acknowledge selected alerts")
+    @admin.action(description="Acknowledge selected alerts", permissions=["staff"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> HttpResponse | None:
         # Acknowledging only records who has seen it; the alert still resolves by itself.
         fresh = list(queryset.filter(acknowledged_at__isnull=True))

@@ -2,8 +2,8 @@
 
 A custom collector on its own registry runs a handful of aggregate queries per scrape, so every replica reports
 the same truth and nothing is kept in a process. The chain head is the only outside call, with a short timeout
-(METRICS_CHAIN_TIMEOUT): a down chain shows as ``controlplane_chain_up 0`` and never fails the scrape. With
-METRICS_TOKEN set, a scrape needs ``Authorization: Bearer <token>``.
+(METRICS_CHAIN_TIMEOUT): a down chain shows as ``controlplane_chain_up 0`` and never fails the scrape. A scrape
+needs ``Authorization: Bearer <METRICS_TOKEN>``, unless ``METRICS_PUBLIC=1``.
 
 Families, all prefixed ``controlplane_``:
 - ledger: ``batches{status}``, ``batches_at_risk``, ``signatures{status}``, ``signatures_conflicting``,
@@ -284,7 +284,7 @@ REGISTRY.register(ControlPlaneCollector())
 def _authorized(request: HttpRequest) -> bool:
     token = settings.METRICS_TOKEN
     if not token:
-        return True
+        return bool(settings.METRICS_PUBLIC)  # no token: closed, unless made public on purpose
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), str(token).encode())
 

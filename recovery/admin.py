@@ -45,6 +45,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_staff_permission(self, request: HttpRequest) -> bool:
+        """For actions that change state for people (replays, catch-ups, acknowledgements): active staff only."""
+        return bool(request.user.is_active and request.user.is_staff)
+
 
 class RecoveryTaskInline(admin.TabularInline):
     model = RecoveryTask
@@ -232,12 +236,12 @@ class BatchRecoveryAdmin(ReadOnlyAdmin):
         for entry in skipped:
             self.message_user(request, f"Skipped {entry['identifier']}: {entry['reason']}", messages.WARNING)
 
-    @admin.action(description="Replay selected batches (dry run)")
+    @admin.action(description="Replay selected batches (dry run)", permissions=["staff"])
     def replay_dry_run(self, request: HttpRequest, queryset: QuerySet[Batch]) -> HttpResponse | None:
         self._replay(request, queryset, dry_run=True)
         return None
 
-    @admin.action(description="Replay selected batches")
+    @admin.action(description="Replay selected batches", permissions=["staff"])
     def replay(self, request: HttpRequest, queryset: QuerySet[Batch]) -> HttpResponse | None:
         self._replay(request, queryset, dry_run=False)
         return None
@@ -265,12 +269,12 @@ class OperatorRecoveryAdmin(ReadOnlyAdmin):
                 messages.SUCCESS if batches else messages.INFO,
             )
 
-    @admin.action(description="Catch up selected operators (dry run)")
+    @admin.action(description="Catch up selected operators (dry run)", permissions=["staff"])
     def catchup_dry_run(self, request: HttpRequest, queryset: QuerySet[Operator]) -> HttpResponse | None:
         self._catchup(request, queryset, dry_run=True)
         return None
 
-    @admin.action(description="Catch up selected operators")
+    @admin.action(description="Catch up selected operators", permissions=["staff"])
     def catchup(self, request: HttpRequest, queryset: QuerySet[Operator]) -> HttpResponse | None:
         self._catchup(request, queryset, dry_run=False)
         return None

@@ -1,13 +1,23 @@
-"""The web side under hostile requests: bodies too big are refused before they are buffered."""
+"""The web side under hostile requests: oversized bodies, odd filter values, password guessing, and the
+settings a deployment without DEBUG gets."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from django.contrib.auth.models import User
 
 from controlplane.asgi import application
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def call(path: str, *, headers: list[tuple[bytes, bytes]], chunks: int, chunk: bytes) -> tuple[int, int]:
@@ -65,3 +75,82 @@ def test_it_applies_the_general_limit_elsewhere(settings: Any) -> None:
     assert (status, reads) == (413, 0)
     status, _ = call("/api/v1/recovery/replays", headers=[(b"content-length", b"2")], chunks=1, chunk=b"{}")
     assert status == 401, "within the limit: on to Django (which wants credentials)"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-01-01T00:00+20:00",
+        "2026-01-01T00:00:00-23:59",
+        "9999-12-31T23:59-23:59",
+        "0001-01-01T00:00+14:00",
+    ],
+)
+def test_it_reads_any_offset_in_the_dashboards_time_filter_without_a_500(client: Any, moment: str) -> None:
+    client.force_login(User.objects.create_user("viewer"))
+    assert client.get("/batches/", {"since": moment, "until": moment}).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["²", "١٢", "99999999999999999999999"])
+def test_it_takes_only_ascii_digits_for_ids_and_pages(client: Any, value: str) -> None:
+    client.force_login(User.objects.create_user("viewer"))
+    assert client.get(f"/api/v1/recovery/runs/{value}").status_code == 404
+    assert client.get("/api/v1/alerts/", {"page": value}).status_code in (400, 404)
+
+
+@pytest.mark.django_db
+def test_it_limits_login_attempts_per_address_on_both_forms(client: Any, settings: Any) -> None:
+    settings.LOGIN_RATE = "3/min"
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    for key in connection.scan_iter("rate:login:*"):
+        connection.delete(key)
+    User.objects.create_user("alice", password="right-password-123")
+    wrong = {"username": "alice", "password": "guess"}
+    codes = [client.post("/login/", wrong, REMOTE_ADDR="198.51.100.4").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    right = client.post("/login/", {**wrong, "password": "right-password-123"}, REMOTE_ADDR="198.51.100.4")
+    assert right.status_code == 429, "even the right password waits: the limit is per address, not per guess"
+    assert client.post("/admin/login/", wrong, REMOTE_ADDR="198.51.100.4").status_code == 429
+    assert client.post("/login/", wrong, REMOTE_ADDR="198.51.100.5").status_code == 200, "another address"
+
+
+def settings_as_deployed(**env: str) -> dict[str, Any]:
+    """The settings a process started with ``env`` gets (they are read once, at start-up)."""
+    code = (
+        "import json; from django.conf import settings as s; print(json.dumps({k: getattr(s, k, None) for k in "
+        "['SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER', "
+        "'MESSAGE_STORAGE', 'METRICS_PUBLIC']}))"
+    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "HTTPS_ONLY", "TRUSTED_PROXIES", "METRICS_PUBLIC")
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
+        env={**base, "SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "controlplane.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_it_keeps_cookies_to_https_and_sends_hsts_without_debug() -> None:
+    deployed = settings_as_deployed(DEBUG="0")
+    assert deployed["SESSION_COOKIE_SECURE"] is True
+    assert deployed["CSRF_COOKIE_SECURE"] is True
+    assert deployed["SECURE_HSTS_SECONDS"] == 31_536_000
+    assert deployed["SECURE_PROXY_SSL_HEADER"] is None, (
+        "a forwarded proto is believed only from trusted proxies"
+    )
+    assert deployed["MESSAGE_STORAGE"].endswith("SessionStorage"), "a new API key is never put in a cookie"
+    assert deployed["METRICS_PUBLIC"] is False
+    behind_proxy = settings_as_deployed(DEBUG="0", TRUSTED_PROXIES="10.0.0.0/8")
+    assert behind_proxy["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    local = settings_as_deployed(DEBUG="1")
+    assert (local["SESSION_COOKIE_SECURE"], local["SECURE_HSTS_SECONDS"]) == (False, 0)

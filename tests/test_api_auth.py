@@ -260,7 +260,7 @@ def test_it_throttles_writes_per_user_in_redis_with_retry_after(staff: User, ale
     assert len(keys) == 1
 
 
-def test_it_writes_go_through_when_the_throttle_cache_is_unreachable(staff: User, alert: Alert) -> None:
+def test_it_refuses_writes_while_the_throttle_cache_is_unreachable(staff: User, alert: Alert) -> None:
     writer = token_client(staff, TokenScope.WRITE)
     with socket.socket() as sock:  # a port nothing listens on: Redis is down
         sock.bind(("127.0.0.1", 0))
@@ -274,9 +274,14 @@ def test_it_writes_go_through_when_the_throttle_cache_is_unreachable(staff: User
     }
 
     with override_settings(CACHES=unreachable, API_WRITE_RATE="1/min"):
-        codes = [writer.post(ack_url(alert)).status_code for _ in range(3)]
+        refused = [writer.post(ack_url(alert)) for _ in range(3)]
+        reads = writer.get("/api/v1/alerts/").status_code
 
-    assert codes == [200, 200, 200], "Redis is disposable: losing it must not stop staff from acting"
+    # Fail closed: an unthrottled write could not be taken back; it can wait for Redis. Reads are not throttled.
+    assert [r.status_code for r in refused] == [429, 429, 429]
+    assert refused[0]["Retry-After"] == "5"
+    assert reads == 200
+    assert writer.post(ack_url(alert)).status_code == 200, "with Redis back, writes go through again"
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DEVNET_FILE": str(directory / "devnet.json"),
         "SECRET_KEY": "browser-test-only",
         "PUBLIC_DASHBOARD": "0",
+        "HTTPS_ONLY": "0",  # plain http to 127.0.0.1: a browser sends no secure cookie over it
         "PYTHONUNBUFFERED": "1",
     }
     for key in ("CHAIN_RPC_URL", "SERVICE_MANAGER_ADDRESS", "REGISTRY_ADDRESSES", "START_BLOCK"):

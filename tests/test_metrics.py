@@ -29,6 +29,12 @@ from tests.chain_fixtures import Net, net_deploy, signed_response
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+@pytest.fixture(autouse=True)
+def public_metrics(settings):
+    """Scrapes here read what the metrics say; who may scrape has tests of its own."""
+    settings.METRICS_PUBLIC = True
+
+
 def scrape(client: Client, **headers: str) -> Samples:
     response = client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.content[:300]
@@ -170,9 +176,20 @@ def test_it_counts_recovery_tasks_alerts_and_webhook_deliveries(client, settings
 
 
 @pytest.mark.django_db
+def test_it_refuses_a_scrape_without_a_token_unless_made_public(client, settings):
+    settings.CHAIN_RPC_URL = "http://127.0.0.1:9"
+    settings.METRICS_PUBLIC = False
+    settings.METRICS_TOKEN = None
+    assert client.get("/metrics").status_code == 401
+    settings.METRICS_PUBLIC = True
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
 def test_it_requires_the_bearer_token_when_one_is_set(client, settings):
     settings.CHAIN_RPC_URL = "http://127.0.0.1:9"
     settings.METRICS_TOKEN = "s3cret"
+    settings.METRICS_PUBLIC = False
     response = client.get("/metrics")
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
+from controlplane.inputs import ascii_int
 from monitoring.alerts.conditions import SUBJECT_LIMIT, Condition, Rule, short
 from monitoring.alerts.observe import RuleContext
 from monitoring.models import Alert, AlertKind, AlertSeverity
@@ -125,7 +126,8 @@ def recovery_failing(ctx: RuleContext) -> list[Condition]:
 
 
 def recovery_resolution(alert: Alert, ctx: RuleContext) -> str:
-    task = RecoveryTask.objects.filter(id=int(alert.subject)).first() if alert.subject.isdigit() else None
+    task_id = ascii_int(alert.subject)
+    task = RecoveryTask.objects.filter(id=task_id).first() if task_id is not None else None
     if task is None:
         return "the recovery task is gone"
     if task.status == RecoveryStatus.DONE:

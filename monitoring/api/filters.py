@@ -6,16 +6,16 @@ Block numbers are bounded to Postgres' bigint; times are ISO 8601 (UTC when no o
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import django_filters
 from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 
+from controlplane.inputs import datetime_utc
 from monitoring.alerts.selectors import alert_list
 from monitoring.models import (
     Alert,
@@ -69,13 +69,7 @@ class UtcDateTimeField(forms.DateTimeField):
                 raise ValueError(value)
         except ValueError as exc:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
-        if timezone.is_naive(parsed):
-            return parsed.replace(tzinfo=UTC)
-        try:
-            return parsed.astimezone(UTC)
-        except OverflowError:
-            # Year 1 or 9999 shifted past the calendar's end: as early or as late as there is.
-            return (datetime.min if parsed.year == datetime.min.year else datetime.max).replace(tzinfo=UTC)
+        return datetime_utc(parsed)
 
 
 class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.inputs import ascii_int
 from monitoring.alerts.selectors import alert_get, alert_list
 from monitoring.alerts.services import alert_acknowledge
 from monitoring.api.errors import ApiError
@@ -57,7 +58,7 @@ class Pagination(PageNumberPagination):
         self, queryset: Any, request: Request, view: APIView | None = None
     ) -> list[Any] | None:
         raw = request.query_params.get(self.page_query_param)
-        if raw is not None and raw not in self.last_page_strings and not (raw.isdigit() and int(raw) >= 1):
+        if raw is not None and raw not in self.last_page_strings and ascii_int(raw, minimum=1) is None:
             raise ApiError("page must be a positive integer", field=self.page_query_param)
         try:
             return super().paginate_queryset(queryset, request, view)

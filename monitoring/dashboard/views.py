@@ -7,7 +7,7 @@ staff only, and the recovery API they call refuses everyone else anyway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from controlplane.inputs import datetime_utc
 from monitoring.dashboard.operator_selectors import (
     OPERATOR_STATES,
     UPTIME_WINDOWS,
@@ -100,7 +101,7 @@ def _moment(value: str | None) -> datetime | None:
         return None
     if parsed is None:
         return None
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    return datetime_utc(parsed)
 
 
 # --- Pages -------------------------------------------------------------------------------------

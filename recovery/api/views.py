@@ -16,6 +16,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from controlplane.inputs import ascii_int
 from monitoring.api.filters import RecoveryRunFilter
 from monitoring.api.schema import error_responses
 from monitoring.api.views import ApiError, ApiListView, ApiView
@@ -134,7 +135,8 @@ class RunDetailApi(ApiView):
         responses={200: RecoveryRunOutputSerializer, **error_responses(404)},
     )
     def get(self, request: Request, run_id: str) -> Response:
-        run = recovery_run_queryset().filter(id=int(run_id)).first() if run_id.isdigit() else None
+        run_pk = ascii_int(run_id)
+        run = recovery_run_queryset().filter(id=run_pk).first() if run_pk is not None else None
         if run is None:
             raise ApiError("no run with this id", field="id", status_code=status.HTTP_404_NOT_FOUND)
         return Response(RecoveryRunOutputSerializer(run).data)
