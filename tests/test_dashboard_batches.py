@@ -275,3 +275,33 @@ def test_it_records_quorum_and_verification_in_the_timeline(user_client: Client,
     assert "Dry run #" in html
     assert "by bob (all-pending): dry run: 1 batch would be replayed" in html
     assert 'data-testid="batch-status">Verified<' in html
+
+
+def test_it_sums_up_a_flood_of_forgeries_per_operator_at_a_fixed_cost(
+    user_client: Client, network: dict, django_assert_max_num_queries: object
+) -> None:
+    batch = batch_create(label="flooded", created_block=130)
+    signature_create(batch=batch, operator=network["big"])
+    Signature.objects.bulk_create(
+        Signature(
+            batch_identifier=batch.identifier,
+            batch_merkle_root=batch.merkle_root,
+            sender_address=batch.sender,
+            operator_id=network["mid"].operator_id,
+            signature_x=hex32(f"forged-x-{n}"),
+            signature_y=hex32(f"forged-y-{n}"),
+            status=SignatureStatus.INVALID,
+            status_reason="BLS signature does not verify against the operator's key",
+            source=f"198.51.100.{n % 5}",
+            verified_at=timezone.now(),
+        )
+        for n in range(300)
+    )
+    batch_progress_refresh(batch_identifier=batch.identifier)
+
+    with django_assert_max_num_queries(16):  # type: ignore[operator]
+        html = user_client.get(f"/batches/{batch.identifier}/").content.decode()
+
+    assert html.count("in 0x") == 1, "one timeline line for the whole flood"
+    assert "300 signatures in" in html
+    assert "from 5 addresses invalid" in html

@@ -99,7 +99,13 @@ def test_it_announces_progress_and_quorum_when_verified_signatures_reach_it(ledg
     for i in (1, 2, 3):
         submit(net, root, i)
     messages = published(lambda: signatures_verify_batch(batch_identifier=identifier))
-    assert kinds(messages) == ["signature.verified"] * 3 + ["progress", "quorum.reached"]
+    # A verified signature is the operator's sign of life: the overview hears each one is up, first.
+    assert kinds(messages) == ["operator.state"] * 3 + ["signature.verified"] * 3 + [
+        "progress",
+        "quorum.reached",
+    ]
+    assert {m["data"]["state"] for m in messages[:3]} == {"up"}
+    messages = messages[3:]
     assert [m["data"]["stake"] for m in messages[:3]] == [str(n * ETH) for n in (20, 30, 40)]
     progress = BatchProgress.objects.get(batch__identifier=identifier)
     data = messages[3]["data"]
@@ -119,9 +125,14 @@ def test_it_announces_progress_and_quorum_when_verified_signatures_reach_it(ledg
 def test_it_announces_a_forgery_without_striking_out_the_genuine_signer(ledger):
     net, root, identifier = ledger
     forged = signed_response(net, root=root, operator=0, wrong_key=True)
-    for body in (forged, signed_response(net, root=root, operator=0)):
-        signature_submit(response=signed_response_parse(json.dumps(body).encode()))
-    messages = published(lambda: signatures_verify_batch(batch_identifier=identifier))
+    for body, source in (
+        (forged, "203.0.113.66"),
+        (signed_response(net, root=root, operator=0), "192.0.2.1"),
+    ):
+        signature_submit(response=signed_response_parse(json.dumps(body).encode()), source=source)
+    messages = published(
+        lambda: signatures_verify_batch(batch_identifier=identifier), groups=[batch_group(identifier)]
+    )
     # Rejections first; the first refresh also records the batch's progress.
     assert kinds(messages) == ["signature.invalid", "signature.verified", "progress"]
     invalid, verified, progress = (m["data"] for m in messages)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Max, Min, Q, QuerySet
 
-from monitoring.dashboard.timeline import TimelineEntry, batch_timeline
+from monitoring.dashboard.timeline import TimelineEntry, batch_signatures_by_operator, batch_timeline
 from monitoring.models import (
     Batch,
     BatchProgress,
@@ -333,18 +333,16 @@ def batch_detail(*, identifier: str) -> BatchDetail | None:
     if batch is None:
         return None
     stakes = operator_stakes_at_block(block_number=batch.task_created_block)
-    signatures = list(
-        Signature.objects.filter(batch_identifier=batch.identifier).order_by("received_at", "id")
-    )
+    signatures = batch_signatures_by_operator(identifier=batch.identifier)
     verified_at: dict[str, datetime | None] = {}
     pending_at: dict[str, datetime] = {}
     invalid: set[str] = set()
     for s in signatures:
-        if s.status == SignatureStatus.VERIFIED:
-            verified_at.setdefault(s.operator_id, max(s.verified_at or s.received_at, s.received_at))
-        elif s.status == SignatureStatus.PENDING:
-            pending_at.setdefault(s.operator_id, s.received_at)
-        elif s.status == SignatureStatus.INVALID:
+        if s.verified_at is not None:
+            verified_at[s.operator_id] = s.verified_at
+        elif s.pending_at is not None:
+            pending_at[s.operator_id] = s.pending_at
+        if s.invalid:
             invalid.add(s.operator_id)
     signers: list[Signer] = []
     for operator_id, stake in stakes.items():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, Min, Q
 
 from monitoring.dashboard.formatting import eth_display, percent_display, short_hex
@@ -17,8 +18,6 @@ from monitoring.models import (
     BatchProgressChange,
     BatchProgressChangeKind,
     ChainEvent,
-    Signature,
-    SignatureStatus,
 )
 
 _CREATED = ("NewBatchV3", "NewBatchV2")
@@ -42,35 +41,87 @@ def _share(signed: Decimal, total: Decimal) -> str:
     return percent_display(signed * 100 / total) if total > 0 else "—"
 
 
-def _signature_entries(signatures: Sequence[Signature], stakes: dict[str, Decimal]) -> list[TimelineEntry]:
+@dataclass(frozen=True)
+class OperatorSignatures:
+    """One operator's signatures for a batch, summed up in SQL: however many are posted in its name (forgers
+    can keep posting), the page and its socket read one row per operator."""
+
+    operator_id: str
+    verified_received_at: datetime | None
+    verified_at: datetime | None
+    pending_at: datetime | None
+    invalid: int
+    invalid_sources: int
+    last_invalid_at: datetime | None
+    last_invalid_reason: str
+    expired_at: datetime | None
+    conflicting: bool
+
+
+_BY_OPERATOR = """
+SELECT operator_id,
+    min(received_at) FILTER (WHERE status = 'verified'),
+    min(greatest(coalesce(verified_at, received_at), received_at)) FILTER (WHERE status = 'verified'),
+    min(received_at) FILTER (WHERE status = 'pending'),
+    count(*) FILTER (WHERE status = 'invalid'),
+    count(DISTINCT source) FILTER (WHERE status = 'invalid'),
+    max(greatest(coalesce(verified_at, received_at), received_at)) FILTER (WHERE status = 'invalid'),
+    (array_agg(status_reason ORDER BY received_at DESC, id DESC) FILTER (WHERE status = 'invalid'))[1],
+    min(received_at) FILTER (WHERE status = 'expired'),
+    bool_or(conflicting)
+FROM monitoring_signature WHERE batch_identifier = %s GROUP BY operator_id ORDER BY operator_id
+"""
+
+
+def batch_signatures_by_operator(*, identifier: str) -> list[OperatorSignatures]:
+    with connection.cursor() as cursor:
+        cursor.execute(_BY_OPERATOR, [identifier])
+        return [
+            OperatorSignatures(
+                operator_id=row[0],
+                verified_received_at=row[1],
+                verified_at=row[2],
+                pending_at=row[3],
+                invalid=int(row[4]),
+                invalid_sources=int(row[5]),
+                last_invalid_at=row[6],
+                last_invalid_reason=row[7] or "",
+                expired_at=row[8],
+                conflicting=bool(row[9]),
+            )
+            for row in cursor.fetchall()
+        ]
+
+
+def _signature_entries(
+    summaries: Sequence[OperatorSignatures], stakes: dict[str, Decimal]
+) -> list[TimelineEntry]:
     entries = []
-    for s in signatures:
+    for s in summaries:
         who = short_hex(s.operator_id)
         stake = stakes.get(s.operator_id)
         weight = (
             f" ({eth_display(stake)} ETH)" if stake else " (no stake at the task's block: does not count)"
         )
-        conflict = "; conflicts with another signature from this operator" if s.conflicting else ""
-        entries.append(
-            TimelineEntry(
-                s.received_at, "signature.accepted", f"Signature from {who} accepted{weight}", s.operator_id
+        accepted = s.verified_received_at or s.pending_at
+        if accepted is not None:
+            text = f"Signature from {who} accepted{weight}"
+            entries.append(TimelineEntry(accepted, "signature.accepted", text, s.operator_id))
+        if s.verified_at is not None:
+            conflict = (
+                "; conflicts with another verified signature from this operator" if s.conflicting else ""
             )
-        )
-        # Never shown before its arrival, whatever clock wrote verified_at.
-        decided = max(s.verified_at or s.received_at, s.received_at)
-        if s.status == SignatureStatus.VERIFIED:
             text = f"Signature from {who} verified{conflict}"
-            entries.append(TimelineEntry(decided, "signature.verified", text, s.operator_id))
-        elif s.status == SignatureStatus.INVALID:
-            reason = f": {s.status_reason}" if s.status_reason else ""
-            text = f"Signature from {who} invalid{reason}{conflict}"
-            entries.append(TimelineEntry(decided, "signature.invalid", text, s.operator_id))
-        elif s.status == SignatureStatus.EXPIRED:
-            entries.append(
-                TimelineEntry(
-                    s.received_at, "signature.expired", f"Signature from {who} expired", s.operator_id
-                )
-            )
+            entries.append(TimelineEntry(s.verified_at, "signature.verified", text, s.operator_id))
+        if s.invalid and s.last_invalid_at is not None:
+            reason = f": {s.last_invalid_reason}" if s.last_invalid_reason else ""
+            many = f"{s.invalid} signatures" if s.invalid > 1 else "A signature"
+            sources = f" from {s.invalid_sources} addresses" if s.invalid_sources > 1 else ""
+            text = f"{many} in {who}'s name{sources} invalid{reason}"
+            entries.append(TimelineEntry(s.last_invalid_at, "signature.invalid", text, s.operator_id))
+        if s.expired_at is not None and accepted is None:
+            text = f"Signature from {who} expired"
+            entries.append(TimelineEntry(s.expired_at, "signature.expired", text, s.operator_id))
     return entries
 
 
@@ -167,9 +218,9 @@ def _alert_entries(batch: Batch) -> list[TimelineEntry]:
 
 
 def batch_timeline(
-    *, batch: Batch, signatures: Sequence[Signature], stakes: dict[str, Decimal], threshold: int
+    *, batch: Batch, signatures: Sequence[OperatorSignatures], stakes: dict[str, Decimal], threshold: int
 ) -> list[TimelineEntry]:
-    """Every event of the batch, oldest first (six queries; the signatures are passed in)."""
+    """Every event of the batch, oldest first (six queries; the signatures, per operator, are passed in)."""
     entries = [
         *_chain_entries(batch),
         *_signature_entries(signatures, stakes),
