@@ -304,6 +304,13 @@ RECOVERY_STUCK_BLOCKS = env_int("RECOVERY_STUCK_BLOCKS", 10, minimum=1)
 # An operator lacking a signature on a pending batch older than this is asked to catch up.
 RECOVERY_CATCHUP_GRACE = env_float("RECOVERY_CATCHUP_GRACE", 15.0, minimum=0.0)
 CATCHUP_CHUNK = env_int("CATCHUP_CHUNK", 50, minimum=1)
+# Retention (days): signatures of batches verified this long ago, webhook attempts of delivered alerts, finished
+# recovery tasks no staff run asked for. The ledger, progress summaries, alerts and staff runs always stay.
+RETENTION_SIGNATURE_DAYS = env_float("RETENTION_SIGNATURE_DAYS", 30.0, minimum=0.0)
+RETENTION_WEBHOOK_ATTEMPT_DAYS = env_float("RETENTION_WEBHOOK_ATTEMPT_DAYS", 30.0, minimum=0.0)
+RETENTION_RECOVERY_TASK_DAYS = env_float("RETENTION_RECOVERY_TASK_DAYS", 30.0, minimum=0.0)
+# Seconds between retention passes (run by the recovery loop).
+RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 600.0, minimum=1.0)
 # An owed batch is asked about again and again while it is pending, each time later (the grace, doubling) up to this.
 RECOVERY_CATCHUP_ASK_CAP = env_float("RECOVERY_CATCHUP_ASK_CAP", 300.0, minimum=1.0)
 

@@ -10,6 +10,7 @@ process, for a deployment without workers.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from controlplane.loops import Loop, loop_run
+from recovery.services.retention import retention_prune
 
 logger = logging.getLogger("recovery")
 
@@ -58,10 +60,16 @@ class Command(BaseCommand):
             self.stdout.write("recovery: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return
 
+        next_retention = 0.0
+
         def step() -> None:
+            nonlocal next_retention
             counts = recovery_pass(execute=options["execute"])
             if any(v for k, v in counts.items() if k != "enqueued"):
                 logger.info("recovery pass: %s", counts)
+            if time.monotonic() >= next_retention:
+                retention_prune()
+                next_retention = time.monotonic() + float(settings.RETENTION_INTERVAL)
 
         loop_run(
             Loop(name="recovery", step=step, interval=float(settings.RECOVERY_INTERVAL), lock="recovery")
