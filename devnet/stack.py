@@ -33,6 +33,8 @@ CONTROL_PLANE_ENV = {
     "ALERTS_INTERVAL": "1",
     # The devnet's operators listen on 127.0.0.1, which operator sockets may not name otherwise.
     "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",
+    # ... and all post from that one address: the per-address limit is for one operator's worth.
+    "INTAKE_RATE": "6000/min",
 }
 
 

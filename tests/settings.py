@@ -12,6 +12,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 # Rules are tested on operators declared down at once; the start-up grace has tests of its own.
 os.environ.setdefault("ALERT_STARTUP_GRACE_SECONDS", "0")
 
+# Tests post from 127.0.0.1 by the hundred; the per-address limit has tests of its own.
+os.environ.setdefault("INTAKE_RATE", "1000000/min")
 # The devnet's operators (and the tests' node APIs) live on 127.0.0.1; the refusal has tests of its own.
 os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
 

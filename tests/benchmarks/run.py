@@ -4,6 +4,7 @@ ingest: backfill of >= 10,000 real NewBatchV3 logs from anvil into the ledger by
 raw limit (one eth_getLogs + the same decoder + one COPY into a bare table, no ORM, no ledger).
 live: websocket latency from a committed signature to the frame in chromium, next to a plain HTTP round trip.
 bls: verifying N signatures of one batch one pairing check each, next to one aggregated check.
+flood: time to quorum of one batch with 1,000 forged posts in one operator's name, next to none.
 """
 
 from __future__ import annotations
@@ -193,6 +194,13 @@ def bench_live_main(*, samples: int) -> None:
         bench_live_report(bench_live(env=env, bodies=bodies, page_path=f"/batches/{batches[0][2]}/"))
 
 
+def bench_flood_main(*, operators: int) -> None:
+    from tests.benchmarks.flood import bench_flood
+
+    with bench_network(operators=operators, batches=TASKS_PER_TX, seed="bench-flood") as (net, env):
+        bench_flood(net=net, env=env)
+
+
 def bench_bls(signers: int) -> None:
     from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -222,7 +230,7 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
-    parser.add_argument("--only", choices=["ingest", "intake", "bls", "live"], default=None)
+    parser.add_argument("--only", choices=["ingest", "intake", "bls", "live", "flood"], default=None)
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
     parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
@@ -239,6 +247,8 @@ def main() -> None:
         bench_intake_main(operators=args.operators, batches=args.batches, backends=args.backends.split(","))
     if args.only in (None, "live"):
         bench_live_main(samples=args.live_samples)
+    if args.only in (None, "flood"):
+        bench_flood_main(operators=args.operators)
     if args.only in (None, "bls"):
         bench_bls(args.signers)
 
