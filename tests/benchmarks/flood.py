@@ -120,8 +120,9 @@ def bench_flood(*, net: Net, env: dict[str, str], repeats: int = 3) -> None:
     flood = _forgeries(honest[0])
     quiet = sorted(time_to_quorum(env=env, honest=honest, flood=[]) for _ in range(repeats))[repeats // 2]
     loud = sorted(time_to_quorum(env=env, honest=honest, flood=flood) for _ in range(repeats))[repeats // 2]
+    cores = os.cpu_count()
     print(
-        f"flood: quorum of one batch signed by {len(honest)} operators, median of {repeats} runs, {os.cpu_count()} cores"
+        f"flood: quorum of one batch signed by {len(honest)} operators, median of {repeats} runs, {cores} cores"
     )
     print(f"  no flood: {quiet * 1000:8.1f} ms")
     print(
