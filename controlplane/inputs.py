@@ -21,10 +21,10 @@ def datetime_utc(parsed: datetime) -> datetime:
 BIGINT_MAX = 2**63 - 1
 
 
-def ascii_int(text: str, *, minimum: int = 0, maximum: int = BIGINT_MAX) -> int | None:
+def ascii_int(text: str, *, minimum: int = 0, maximum: int | None = BIGINT_MAX) -> int | None:
     """``text`` as an integer if it is plain ASCII digits within the bounds, else None. (``str.isdigit`` also
     takes "²" and other digits ``int`` refuses, and ids must fit a bigint.)"""
     if not (text.isascii() and text.isdigit()):
         return None
     value = int(text)
-    return value if minimum <= value <= maximum else None
+    return value if minimum <= value and (maximum is None or value <= maximum) else None

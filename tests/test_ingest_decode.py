@@ -177,7 +177,10 @@ def test_it_keeps_malformed_logs_out_of_the_ledger_and_says_so(caplog):
     summary = ledger_apply(chain_id=1, logs=[bad, new_batch_v3()])
     assert summary.undecodable == 1
     assert Batch.objects.count() == 1
-    assert "undecodable log" in caplog.text
+    assert "undecodable NewBatchV3 log" in caplog.text
+    # Recorded as what it is, with why, and applied to nothing.
+    recorded = ChainEvent.objects.get(name="undecodable")
+    assert recorded.args == {"event": "NewBatchV3", "reason": "log data too short for word 0"}
 
 
 def test_it_ignores_topics_it_does_not_ingest():

@@ -58,7 +58,11 @@ class Pagination(PageNumberPagination):
         self, queryset: Any, request: Request, view: APIView | None = None
     ) -> list[Any] | None:
         raw = request.query_params.get(self.page_query_param)
-        if raw is not None and raw not in self.last_page_strings and ascii_int(raw, minimum=1) is None:
+        if (
+            raw is not None
+            and raw not in self.last_page_strings
+            and ascii_int(raw, minimum=1, maximum=None) is None
+        ):
             raise ApiError("page must be a positive integer", field=self.page_query_param)
         try:
             return super().paginate_queryset(queryset, request, view)

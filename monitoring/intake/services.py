@@ -54,8 +54,8 @@ WHERE o.operator_id = %s
 
 # Unverified signatures per (batch, operator) are bounded twice: INTAKE_MAX_UNVERIFIED in all, and one per source
 # address, so a forger (however fast it posts) holds at most one place per address. The operator itself, posting
-# from the address of its registered socket, always has a place beyond the bound: many forgers cannot crowd it
-# out. Anyone else over the bound gets 429 with Retry-After until verification settles what waits.
+# from the address of its registered socket, is not bound (only INTAKE_RATE limits an address): many forgers
+# cannot crowd it out. Anyone else over the bound gets 429 with Retry-After until verification settles what waits.
 # Submissions for one (batch, operator) are serialised by a transaction-scoped advisory lock, so the bound on
 # unverified ones holds under concurrency; honest submissions of different operators never wait for each other.
 _PAIR_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
@@ -73,8 +73,8 @@ WITH same AS (
     INSERT INTO monitoring_signature (batch_identifier, batch_merkle_root, sender_address, operator_id,
         signature_x, signature_y, status, status_reason, conflicting, source, received_at)
     SELECT %(batch)s, %(root)s, %(sender)s, %(operator)s, %(x)s, %(y)s, %(status)s, '', false, %(source)s, now()
-    WHERE NOT EXISTS (SELECT 1 FROM same) AND (SELECT from_source FROM unverified) = 0
-        AND ((SELECT n FROM unverified) < %(bound)s OR %(own)s)
+    WHERE NOT EXISTS (SELECT 1 FROM same)
+        AND (%(own)s OR ((SELECT from_source FROM unverified) = 0 AND (SELECT n FROM unverified) < %(bound)s))
     ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
     RETURNING id
 )
