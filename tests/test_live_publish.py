@@ -67,7 +67,7 @@ def published(
         for group in groups:
             await layer.group_add(group, channel)
         await sync_to_async(action)()
-        messages = []
+        messages: list[dict[str, Any]] = []
         while True:
             wait = 1.0 if messages or quiet else 10.0
             try:
