@@ -77,7 +77,11 @@ def test_it_reorgs_the_chain_without_losing_a_transaction_and_mining_goes_on() -
     try:
         account = rpc(node.url, "eth_accounts")[0]  # type: ignore[index]
         tx = rpc(node.url, "eth_sendTransaction", [{"from": account, "to": account, "value": "0x1"}])
-        receipt: Any = rpc(node.url, "eth_getTransactionReceipt", [tx])
+        receipt: Any = None
+        deadline = time.monotonic() + 5
+        while receipt is None:  # anvil answers before the automined block is indexed: wait for it
+            assert time.monotonic() < deadline, "no receipt"
+            receipt = rpc(node.url, "eth_getTransactionReceipt", [tx])
         number = int(receipt["blockNumber"], 16)
         assert int(str(rpc(node.url, "eth_blockNumber")), 16) == number
         old_hash = receipt["blockHash"]
