@@ -18,6 +18,7 @@ from controlplane.env import (
     env_optional_str,
     env_str,
 )
+from controlplane.network import network_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -231,16 +232,21 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- The network being controlled -------------------------------------------------------------
-# The devnet writes one JSON file (RPC URL, contract addresses, keys); chain settings fall back to it.
+# The devnet writes one JSON file (RPC URL, contract addresses, keys); the network settings below fall back
+# to it, so `make run` needs none of them. A real deployment sets them and has no such file.
 DEVNET_DIR = Path(env_str("DEVNET_DIR", str(BASE_DIR / ".devnet")))
 DEVNET_FILE = Path(env_str("DEVNET_FILE", str(DEVNET_DIR / "devnet.json")))
 NODE_MODULES_DIR = Path(env_str("NODE_MODULES_DIR", str(BASE_DIR / "node_modules")))
 
-# Chain and contracts; each unset one is read from the devnet file when the ingester starts.
-CHAIN_RPC_URL = env_optional_str("CHAIN_RPC_URL")
-SERVICE_MANAGER_ADDRESS = env_optional_str("SERVICE_MANAGER_ADDRESS")
-REGISTRY_ADDRESSES = env_list("REGISTRY_ADDRESSES")
-START_BLOCK = env_optional_str("START_BLOCK")
+# Chain, contracts, aggregator and operators' control tokens: resolved and validated once, here.
+# OPERATOR_CONTROL_TOKENS is JSON {"0xoperatorId": "token"} (OPERATOR_CONTROL_TOKENS_FILE for a file).
+NETWORK = network_from_env(network_file=DEVNET_FILE)
+CHAIN_RPC_URL = NETWORK.chain_rpc_url
+SERVICE_MANAGER_ADDRESS = NETWORK.service_manager_address
+REGISTRY_ADDRESSES = list(NETWORK.registry_addresses)
+START_BLOCK = NETWORK.start_block
+AGGREGATOR_URL = NETWORK.aggregator_url
+OPERATOR_CONTROL_TOKENS = NETWORK.operator_control_tokens
 INGEST_CONFIRMATIONS = env_int("INGEST_CONFIRMATIONS", 2, minimum=0)
 INGEST_BLOCKS_KEPT = env_int("INGEST_BLOCKS_KEPT", 1024, minimum=16)
 INGEST_POLL_INTERVAL = env_float("INGEST_POLL_INTERVAL", 1.0, minimum=0.05)
@@ -291,11 +297,7 @@ BLS_PAIRING_BACKEND = env_str("BLS_PAIRING_BACKEND", "auto")
 VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)
 
 # Recovery: forwarding to the aggregator, replays, operator catch-up.
-# The aggregator's URL; unset, it is read from the devnet file.
-AGGREGATOR_URL = env_optional_str("AGGREGATOR_URL")
 AGGREGATOR_TIMEOUT = env_float("AGGREGATOR_TIMEOUT", 5.0, minimum=0.1)
-# JSON {"0xoperatorId": "token"} for operators' control endpoints (use OPERATOR_CONTROL_TOKENS_FILE for a file).
-OPERATOR_CONTROL_TOKENS = env_optional_str("OPERATOR_CONTROL_TOKENS")
 RECOVERY_INTERVAL = env_float("RECOVERY_INTERVAL", 2.0, minimum=0.1)
 RECOVERY_LEASE_SECONDS = env_float("RECOVERY_LEASE_SECONDS", 60.0, minimum=1.0)
 RECOVERY_BACKOFF_CAP = env_float("RECOVERY_BACKOFF_CAP", 30.0, minimum=1.0)

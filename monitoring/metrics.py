@@ -179,10 +179,11 @@ def operator_metrics() -> Iterator[Metric]:
 def chain_head() -> int | None:
     """The chain's head block, or None when the node cannot be reached quickly (one attempt, short timeout)."""
     from monitoring.chain.client import ChainClient
-    from monitoring.ingest.config import ingest_source_load
 
+    if not settings.CHAIN_RPC_URL:
+        return None
     try:
-        url = settings.CHAIN_RPC_URL or ingest_source_load().rpc_url
+        url = str(settings.CHAIN_RPC_URL)
         with ChainClient(url, timeout=float(settings.METRICS_CHAIN_TIMEOUT), max_attempts=1) as client:
             return client.block_number()
     except Exception as exc:  # any failure here is "the chain is down" for the scrape, never a failed scrape

@@ -9,7 +9,6 @@ from typing import Any
 from django.conf import settings
 
 from controlplane.outbound import OutboundError, configured_target, request
-from devnet.state import DevnetStateError, load_state
 
 
 class AggregatorUnavailable(RuntimeError):
@@ -31,14 +30,10 @@ class AggregatorAnswer:
 
 
 def aggregator_url() -> str:
-    if settings.AGGREGATOR_URL:
-        return str(settings.AGGREGATOR_URL).rstrip("/")
-    try:
-        return str(load_state()["aggregator"]["url"]).rstrip("/")
-    except (DevnetStateError, KeyError) as exc:
-        raise AggregatorUnavailable(
-            f"AGGREGATOR_URL is not set and there is no devnet aggregator ({exc})"
-        ) from exc
+    if not settings.AGGREGATOR_URL:
+        note = settings.NETWORK.file_note or "nor in the network file"
+        raise AggregatorUnavailable(f"AGGREGATOR_URL is not set ({note})")
+    return str(settings.AGGREGATOR_URL).rstrip("/")
 
 
 # The aggregator answers with small JSON; anything bigger is refused unread.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/controlplane")
@@ -16,5 +17,9 @@ os.environ.setdefault("ALERT_STARTUP_GRACE_SECONDS", "0")
 os.environ.setdefault("INTAKE_RATE", "1000000/min")
 # The devnet's operators (and the tests' node APIs) live on 127.0.0.1; the refusal has tests of its own.
 os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
+
+# Never a developer's devnet: network settings fall back to $DEVNET_DIR/devnet.json as settings load, so the
+# suite points DEVNET_DIR at a directory of its own (tests that start a devnet give their own, as do children).
+os.environ.setdefault("DEVNET_DIR", os.path.join(tempfile.gettempdir(), "controlplane-tests-devnet"))
 
 from controlplane.settings import *  # noqa: F403

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
-from controlplane.management.commands.runstack import STAFF_USERNAME, staff_account_ensure
+from devnet.management.commands.runstack import STAFF_USERNAME, staff_account_ensure
 from tests.factories import batch_create, operator_create
 
 pytestmark = pytest.mark.django_db

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,8 +82,24 @@ def test_it_lets_only_one_ingester_run_and_a_standby_take_over(anvil):
             time.sleep(0.05)
         assert Batch.objects.exists()
         second = start_ingest({**env, "LOG_LEVEL": "INFO"})
+        lines: list[str] = []
+        stream = second.stdout
+        assert stream is not None
+
+        def read() -> None:
+            for line in stream:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
-            time.sleep(2)
+            # Only once the second replica is standing by (its start-up is slow on a loaded machine) is the
+            # first killed: otherwise the second would simply find the lock free.
+            deadline = time.monotonic() + 60
+            while not any("standing by" in line for line in lines) and time.monotonic() < deadline:
+                assert second.poll() is None, "".join(lines)
+                time.sleep(0.05)
+            assert any("standing by" in line for line in lines), "".join(lines)
             net.create_task(seed=2)
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
@@ -93,8 +110,9 @@ def test_it_lets_only_one_ingester_run_and_a_standby_take_over(anvil):
             assert Batch.objects.count() == 2
         finally:
             second.send_signal(signal.SIGTERM)
-            output, _ = second.communicate(timeout=20)
-        assert "standing by" in output
+            second.wait(timeout=20)
+            reader.join(timeout=10)
+        assert any("ingest: stopped" in line for line in lines), "".join(lines)
     finally:
         if first.poll() is None:
             first.kill()

@@ -19,10 +19,10 @@ from typing import Any
 
 import django_rq
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from web3.types import RPCEndpoint
 
+from controlplane.network import NetworkConfigError, network_resolve
 from devnet import contracts
 from devnet.anvil import free_port
 from devnet.batcher import BatchStore, serve_batches
@@ -61,11 +61,26 @@ def clean_queue() -> Iterator[None]:
     queue.connection.flushdb()
 
 
+_UNSET: dict[str, Any] = {
+    "chain_rpc_url": None,
+    "service_manager_address": None,
+    "registry_addresses": [],
+    "start_block": None,
+    "aggregator_url": None,
+    "operator_control_tokens": None,
+}
+
+
+def tokens_resolved(settings: Any, **given: Any) -> dict[str, str]:
+    """The tokens as settings resolve them at start-up: the variable's, then the devnet file's."""
+    return network_resolve(**{**_UNSET, **given}, network_file=settings.DEVNET_FILE).operator_control_tokens
+
+
 @pytest.fixture(autouse=True)
 def isolated(settings: Any, tmp_path: Path) -> None:
     # Never read a developer's devnet file or tokens; no grace, so every owed batch is due at once.
     settings.DEVNET_FILE = tmp_path / "devnet.json"
-    settings.OPERATOR_CONTROL_TOKENS = None
+    settings.OPERATOR_CONTROL_TOKENS = {}
     settings.RECOVERY_CATCHUP_GRACE = 0.0
     settings.AGGREGATOR_TIMEOUT = 2.0
 
@@ -270,7 +285,7 @@ def test_it_keeps_asking_about_an_owed_batch_each_time_later_and_never_gives_up(
     assert task.last_error == "waiting for 1 asked batches to be signed"
     assert CatchupAsk.objects.get(id=ask.id).asks == 50
     # ... 36 s after, it asks again (nobody listens at the socket here: the ask fails and is retried, not dropped).
-    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "token"})
+    settings.OPERATOR_CONTROL_TOKENS = {op0: "token"}
     task = ask_again_after(36)
     assert task.status == RecoveryStatus.PENDING
     assert "unreachable" in task.last_error
@@ -285,7 +300,7 @@ def test_it_records_a_batch_the_operator_refuses_on_purpose_and_stops_asking_abo
     good = env.task(seed=15)
     bad = env.task(seed=16, invalid=True)  # a proof in it does not verify: an honest operator never signs it
     env.ingest()
-    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "the-token"})
+    settings.OPERATOR_CONTROL_TOKENS = {op0: "the-token"}
     node = env.operator_node(index=0, token="the-token", send_url=f"{live_server.url}/api/v1/signatures")
     task, _ = recovery_task_request(kind=RecoveryKind.CATCHUP, subject=op0)
     task = run(task.id)
@@ -325,7 +340,7 @@ def test_it_retries_with_a_reason_when_the_operator_cannot_be_reached(
     assert asks(op0) == {}
 
     # Its registered socket has nobody listening (the node is not started in this test).
-    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "some-token"})
+    settings.OPERATOR_CONTROL_TOKENS = {op0: "some-token"}
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert "unreachable" in task.last_error
@@ -366,18 +381,19 @@ def test_it_a_real_operator_catches_up_in_chunks_and_is_never_asked_twice(
     assert created
 
     # A wrong token: the operator refuses, nothing is asked, nothing is done.
-    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op0: "a-wrong-token"})
+    settings.OPERATOR_CONTROL_TOKENS = {op0: "a-wrong-token"}
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert "refused the control token (HTTP 401" in task.last_error
     assert asks(op0) == {}
     assert node.counters()["control_requests"] == 0
 
-    # The token from the devnet file (as `devnet up` writes it): one request per batch with CATCHUP_CHUNK=1.
-    settings.OPERATOR_CONTROL_TOKENS = None
+    # The token from the devnet file (as `devnet up` writes it, read as settings load): one request per batch
+    # with CATCHUP_CHUNK=1.
     state = copy.deepcopy(env.net.state)
     state["operators"][0]["control_token"] = "the-real-token"
     save_state(state, settings.DEVNET_FILE)
+    settings.OPERATOR_CONTROL_TOKENS = tokens_resolved(settings)
     task = run(task.id)
     assert task.status == RecoveryStatus.PENDING
     assert task.last_error == "asked for 3 batches; waiting for their signatures"
@@ -459,17 +475,21 @@ def test_it_requests_one_catchup_per_lagging_live_operator_idempotently(
 def test_it_reads_control_tokens_from_settings_then_the_devnet_file(settings: Any) -> None:
     op = "0x" + "ab" * 32
     assert operator_control_token(operator_id=op) is None  # no setting, no devnet file
+    assert tokens_resolved(settings) == {}
 
     save_state(
         {"version": 1, "operators": [{"operator_id": op, "control_token": "from-file"}]}, settings.DEVNET_FILE
     )
+    settings.OPERATOR_CONTROL_TOKENS = tokens_resolved(settings)
     assert operator_control_token(operator_id=op.upper().replace("0X", "0x")) == "from-file"
     assert operator_control_token(operator_id="0x" + "cd" * 32) is None
 
-    settings.OPERATOR_CONTROL_TOKENS = json.dumps({op.upper().replace("0X", "0x"): "from-env"})
+    given = {"operator_control_tokens": json.dumps({op.upper().replace("0X", "0x"): "from-env"})}
+    settings.OPERATOR_CONTROL_TOKENS = tokens_resolved(settings, **given)
     assert operator_control_token(operator_id=op) == "from-env"
 
     for malformed in ("not json", '["a list"]', json.dumps({op: 42}), json.dumps({op: ""})):
-        settings.OPERATOR_CONTROL_TOKENS = malformed
-        with pytest.raises(ImproperlyConfigured, match="OPERATOR_CONTROL_TOKENS must be a JSON object"):
-            operator_control_token(operator_id=op)
+        with pytest.raises(NetworkConfigError, match="OPERATOR_CONTROL_TOKENS must be a JSON object"):
+            network_resolve(
+                **{**_UNSET, "operator_control_tokens": malformed}, network_file=settings.DEVNET_FILE
+            )

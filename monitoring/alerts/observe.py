@@ -13,7 +13,6 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 
-from devnet.state import DevnetStateError, load_state
 from monitoring.chain import ChainClient, RpcError
 from monitoring.models import IngestCursor
 from monitoring.models.alerts import AlertWatch
@@ -73,13 +72,8 @@ class CursorView:
 
 
 def chain_rpc_url() -> str | None:
-    """The node the ingester follows: CHAIN_RPC_URL, else the devnet's; None when neither is there."""
-    if settings.CHAIN_RPC_URL:
-        return str(settings.CHAIN_RPC_URL)
-    try:
-        return str(load_state()["rpc_url"])
-    except (DevnetStateError, KeyError):
-        return None
+    """The node the ingester follows (CHAIN_RPC_URL, resolved in settings); None when none is configured."""
+    return str(settings.CHAIN_RPC_URL) if settings.CHAIN_RPC_URL else None
 
 
 def chain_observe(*, now: datetime) -> ChainView | None:

@@ -29,12 +29,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
 from controlplane.outbound import OutboundError, OutboundRefused, Target, operator_target, request
-from devnet.state import DevnetStateError, load_state
 from monitoring.models import Batch, BatchRefusal, BatchStatus, Operator, OperatorState, SignatureStatus
 from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
 from recovery.services.tasks import Outcome, recovery_task_request
@@ -88,46 +86,9 @@ def _owed(operator: str) -> str:
 # --------------------------------------------------------------------------------------------- tokens
 
 
-def _tokens_from_settings() -> dict[str, str]:
-    raw = settings.OPERATOR_CONTROL_TOKENS
-    if raw in (None, ""):
-        return {}
-    if isinstance(raw, str):
-        try:
-            value: Any = json.loads(raw)
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f'OPERATOR_CONTROL_TOKENS must be a JSON object {{"0xoperatorId": "token"}}: not JSON ({exc.args[0]})'
-            ) from None
-    else:
-        value = raw
-    if not isinstance(value, Mapping) or not all(
-        isinstance(key, str) and isinstance(token, str) and token for key, token in value.items()
-    ):
-        raise ImproperlyConfigured(
-            'OPERATOR_CONTROL_TOKENS must be a JSON object {"0xoperatorId": "token"} of non-empty strings'
-        )
-    return {key.strip().lower(): token for key, token in value.items()}
-
-
 def operator_control_token(*, operator_id: str) -> str | None:
-    """The bearer token for the operator's control endpoint: OPERATOR_CONTROL_TOKENS, else the devnet file.
-
-    Raises ImproperlyConfigured when OPERATOR_CONTROL_TOKENS is set but malformed; None when neither knows it.
-    """
-    operator_id = operator_id.strip().lower()
-    token = _tokens_from_settings().get(operator_id)
-    if token:
-        return token
-    try:
-        state = load_state()
-    except DevnetStateError:
-        return None
-    for operator in state.get("operators") or []:
-        if isinstance(operator, dict) and str(operator.get("operator_id") or "").lower() == operator_id:
-            found = operator.get("control_token")
-            return str(found) if found else None
-    return None
+    """The bearer token for the operator's control endpoint (OPERATOR_CONTROL_TOKENS, resolved in settings)."""
+    return settings.OPERATOR_CONTROL_TOKENS.get(operator_id.strip().lower()) or None
 
 
 # ------------------------------------------------------------------------------------------- selectors
@@ -350,13 +311,10 @@ def catchup_execute(task: RecoveryTask) -> Outcome:
         return Outcome.retry(
             f"operator {operator_id} has no registered socket to send a catch-up to", **state()
         )
-    try:
-        token = operator_control_token(operator_id=operator_id)
-    except ImproperlyConfigured as exc:
-        return Outcome.retry(str(exc), **state())
+    token = operator_control_token(operator_id=operator_id)
     if not token:
         return Outcome.retry(
-            f"no control token for operator {operator_id} (OPERATOR_CONTROL_TOKENS or the devnet file)",
+            f"no control token for operator {operator_id} (OPERATOR_CONTROL_TOKENS)",
             **state(),
         )
 

@@ -1,0 +1,208 @@
+"""The network being controlled: chain, contracts, aggregator endpoint and operators' control tokens.
+
+Resolved once, when settings load: each value from its environment variable, else from the network file
+(``DEVNET_FILE``, which the devnet that ``make run`` starts writes; a real deployment sets the variables and
+has no file). Everything is validated here, so a configuration that can't work stops start-up with a message
+naming the setting, instead of failing quietly later. Values that are simply absent stay ``None``: only the
+processes that need them (ingest, recovery) refuse to run without them, with their own message.
+
+This module reads the file as data; it never imports the devnet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from controlplane.env import ImproperlyConfiguredEnv, env_list, env_optional_str
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_OPERATOR_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+class NetworkConfigError(ImproperlyConfiguredEnv):
+    """A network setting that can't work; the message names it."""
+
+
+@dataclass(frozen=True)
+class Network:
+    chain_rpc_url: str | None = None
+    service_manager_address: str | None = None
+    registry_addresses: tuple[str, ...] = ()
+    start_block: int | None = None
+    aggregator_url: str | None = None
+    operator_control_tokens: dict[str, str] = field(default_factory=dict)
+    # Why the network file gave nothing (absent, unreadable, malformed): part of "not configured" messages.
+    file_note: str = ""
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NetworkConfigError(f"{name}={value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _address(name: str, value: str) -> str:
+    if not _ADDRESS.match(value.strip()):
+        raise NetworkConfigError(f"{name}: {value!r} is not a 0x-prefixed 20-byte address")
+    return value.strip().lower()
+
+
+def _start_block(value: str | int) -> int:
+    try:
+        number = value if isinstance(value, int) else int(str(value).strip(), 0)
+    except ValueError:
+        raise NetworkConfigError(f"START_BLOCK={value!r} is not a block number") from None
+    if number < 0:
+        raise NetworkConfigError(f"START_BLOCK={number} must be >= 0")
+    return number
+
+
+def control_tokens_parse(
+    raw: str | Mapping[str, Any] | None, *, name: str = "OPERATOR_CONTROL_TOKENS"
+) -> dict[str, str]:
+    """``{"0xoperatorId": "token"}`` as JSON text (or already parsed), keys lowercased; {} when unset."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            value: Any = json.loads(raw)
+        except ValueError as exc:
+            raise NetworkConfigError(
+                f'{name} must be a JSON object {{"0xoperatorId": "token"}}: not JSON ({exc.args[0]})'
+            ) from None
+    else:
+        value = raw
+    if not isinstance(value, Mapping) or not all(
+        isinstance(key, str) and isinstance(token, str) and token for key, token in value.items()
+    ):
+        raise NetworkConfigError(
+            f'{name} must be a JSON object {{"0xoperatorId": "token"}} of non-empty strings'
+        )
+    tokens = {key.strip().lower(): token for key, token in value.items()}
+    for key in tokens:
+        if not _OPERATOR_ID.match(key):
+            raise NetworkConfigError(f"{name}: {key!r} is not a 0x-prefixed 32-byte operator id")
+    return tokens
+
+
+def _network_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The file's values in the variables' terms, and a note when it gave none."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, f"no network file at {path}"
+    except (OSError, ValueError) as exc:
+        return {}, f"network file {path} unreadable: {exc}"
+    if not isinstance(data, dict):
+        return {}, f"network file {path} is not a JSON object"
+    contracts: dict[str, Any] = data["contracts"] if isinstance(data.get("contracts"), dict) else {}
+    aggregator: dict[str, Any] = data["aggregator"] if isinstance(data.get("aggregator"), dict) else {}
+    operators: list[Any] = data["operators"] if isinstance(data.get("operators"), list) else []
+    values: dict[str, Any] = {
+        "CHAIN_RPC_URL": data.get("rpc_url"),
+        "SERVICE_MANAGER_ADDRESS": contracts.get("service_manager"),
+        "REGISTRY_ADDRESSES": contracts.get("registry_addresses"),
+        "START_BLOCK": data.get("start_block"),
+        "AGGREGATOR_URL": aggregator.get("url"),
+        "OPERATOR_CONTROL_TOKENS": {
+            str(o["operator_id"]): str(o["control_token"])
+            for o in operators
+            if isinstance(o, dict) and o.get("operator_id") and o.get("control_token")
+        },
+    }
+    return {k: v for k, v in values.items() if v not in (None, "", [], {})}, ""
+
+
+def network_resolve(
+    *,
+    chain_rpc_url: str | None,
+    service_manager_address: str | None,
+    registry_addresses: list[str],
+    start_block: str | None,
+    aggregator_url: str | None,
+    operator_control_tokens: str | None,
+    network_file: Path | None,
+) -> Network:
+    """Each value from its variable, else from the network file; validated as a whole."""
+    given: dict[str, Any] = {
+        "CHAIN_RPC_URL": chain_rpc_url,
+        "SERVICE_MANAGER_ADDRESS": service_manager_address,
+        "REGISTRY_ADDRESSES": registry_addresses or None,
+        "START_BLOCK": start_block,
+        "AGGREGATOR_URL": aggregator_url,
+        "OPERATOR_CONTROL_TOKENS": operator_control_tokens,
+    }
+    note = ""
+    filled: set[str] = set()
+    file_tokens: dict[str, str] = {}
+    if network_file is not None and any(value in (None, "") for value in given.values()):
+        from_file, note = _network_file(network_file)
+        for name, value in from_file.items():
+            if name == "OPERATOR_CONTROL_TOKENS":
+                file_tokens = control_tokens_parse(value, name=f"the operators' tokens in {network_file}")
+            elif given[name] in (None, ""):
+                given[name] = value
+                filled.add(name)
+
+    def checked(name: str, check: Any) -> Any:
+        value = given[name]
+        if value in (None, ""):
+            return None
+        try:
+            return check(value)
+        except NetworkConfigError as exc:
+            where = f" (read from {network_file})" if name in filled else ""
+            raise NetworkConfigError(f"{exc}{where}") from None
+
+    service_manager = checked(
+        "SERVICE_MANAGER_ADDRESS", lambda v: _address("SERVICE_MANAGER_ADDRESS", str(v))
+    )
+    registries = (
+        checked(
+            "REGISTRY_ADDRESSES",
+            lambda v: tuple(
+                _address("REGISTRY_ADDRESSES", str(a)) for a in (v if isinstance(v, list) else [v])
+            ),
+        )
+        or ()
+    )
+    # Each contract has its own ingest cursor, keyed by address: one address given twice would share a cursor,
+    # and one of the two kinds of events would silently never be ingested.
+    if len(set(registries)) != len(registries):
+        raise NetworkConfigError(f"REGISTRY_ADDRESSES names an address twice: {', '.join(registries)}")
+    if service_manager is not None and service_manager in registries:
+        raise NetworkConfigError(
+            f"REGISTRY_ADDRESSES holds SERVICE_MANAGER_ADDRESS ({service_manager}): they must be different "
+            "contracts (the service manager emits NewBatchV3 and BatchVerified, the registries the operators' "
+            "registrations)"
+        )
+    return Network(
+        chain_rpc_url=checked("CHAIN_RPC_URL", lambda v: _url("CHAIN_RPC_URL", str(v))),
+        service_manager_address=service_manager,
+        registry_addresses=registries,
+        start_block=checked("START_BLOCK", _start_block),
+        aggregator_url=checked("AGGREGATOR_URL", lambda v: _url("AGGREGATOR_URL", str(v))),
+        # The variable's tokens win over the file's, operator by operator.
+        operator_control_tokens={**file_tokens, **control_tokens_parse(operator_control_tokens)},
+        file_note=note,
+    )
+
+
+def network_from_env(*, network_file: Path | None) -> Network:
+    """The network from its environment variables (each also as ``NAME_FILE``), then from ``network_file``."""
+    return network_resolve(
+        chain_rpc_url=env_optional_str("CHAIN_RPC_URL"),
+        service_manager_address=env_optional_str("SERVICE_MANAGER_ADDRESS"),
+        registry_addresses=env_list("REGISTRY_ADDRESSES"),
+        start_block=env_optional_str("START_BLOCK"),
+        aggregator_url=env_optional_str("AGGREGATOR_URL"),
+        operator_control_tokens=env_optional_str("OPERATOR_CONTROL_TOKENS"),
+        network_file=network_file,
+    )
