@@ -8,7 +8,6 @@ due, so it is. Redis being away is said once per outage, and the periodic reconc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rq.job import JobStatus
@@ -19,7 +18,7 @@ _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def job_enqueue(
-    function: Callable[..., Any],
+    function: str,
     *args: Any,
     job_id: str,
     result_ttl: int,
@@ -27,7 +26,10 @@ def job_enqueue(
     what: str,
     queue_name: str = "default",
 ) -> bool:
-    """Enqueue ``function(*args)`` on ``queue_name`` as ``job_id``; False when Redis could not take it."""
+    """Enqueue ``function(*args)`` on ``queue_name`` as ``job_id``; False when Redis could not take it.
+
+    ``function`` is the job's dotted name: the service that enqueues never imports the job module that calls it.
+    """
     try:
         import django_rq
 

@@ -17,3 +17,8 @@ class MonitoringConfig(AppConfig):
         chain_replaced.connect(intake_forget_chain, dispatch_uid="intake_forget_chain")
         chain_replaced.connect(liveness_forget_chain, dispatch_uid="liveness_forget_chain")
         chain_replaced.connect(alerts_forget_chain, dispatch_uid="alerts_forget_chain")
+
+        # The live dashboard hears every change the stages below it announce (controlplane.changes).
+        from monitoring.live.notify import live_receivers_connect
+
+        live_receivers_connect()

@@ -73,38 +73,41 @@ def operator_stake_history(*, operator_id: str, limit: int = STAKE_HISTORY_LIMIT
     )
 
 
+# The stake rule, written once: an operator's stake at a block is its last live (not reorged-out) stake update of
+# quorum 0 at or before that block, by (block, log index); none means 0. Every stake-at-taskCreatedBlock figure
+# (quorum progress, the intake's check, catch-up's owed batches, the dashboard) is built from these two.
+
+
+def stake_at_block_sql(*, operator: str, block: str) -> str:
+    """SQL for one operator's stake at a block, as a scalar subquery (NULL for none); both are SQL expressions."""
+    return f"""(SELECT st.stake FROM monitoring_operatorstake st
+        WHERE st.operator_id = {operator} AND NOT st.removed AND st.quorum_number = {QUORUM}
+            AND st.block_number <= {block}
+        ORDER BY st.block_number DESC, st.log_index DESC LIMIT 1)"""
+
+
+def stakes_at_block_sql(*, block: str) -> str:
+    """SQL for every operator's (operator_id, stake) at a block (an SQL expression), zero stakes included."""
+    return f"""SELECT DISTINCT ON (st.operator_id) st.operator_id, st.stake
+        FROM monitoring_operatorstake st
+        WHERE NOT st.removed AND st.quorum_number = {QUORUM} AND st.block_number <= {block}
+        ORDER BY st.operator_id, st.block_number DESC, st.log_index DESC"""
+
+
 def operator_stake_at_block(*, operator_id: str, block_number: int) -> Decimal:
     """The operator's stake at ``block_number``: its last live stake update at or before it, else 0."""
-    stake = (
-        OperatorStake.objects.filter(
-            operator_id=operator_id.lower(),
-            quorum_number=QUORUM,
-            removed=False,
-            block_number__lte=block_number,
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {stake_at_block_sql(operator='%s', block='%s')}", [operator_id.lower(), block_number]
         )
-        .order_by("-block_number", "-log_index")
-        .values_list("stake", flat=True)
-        .first()
-    )
+        stake = cursor.fetchone()[0]
     return Decimal(stake) if stake is not None else Decimal(0)
 
 
-_STAKES_AT_BLOCK = """
-SELECT DISTINCT ON (operator_id) operator_id, stake
-FROM {table}
-WHERE removed = false AND quorum_number = %s AND block_number <= %s
-ORDER BY operator_id, block_number DESC, log_index DESC
-"""
-
-
 def operator_stakes_at_block(*, block_number: int) -> dict[str, Decimal]:
-    """Every operator's stake at ``block_number`` (its last live update at or before it), zero stakes left out.
-
-    One query: each operator's latest row by DISTINCT ON.
-    """
-    sql = _STAKES_AT_BLOCK.format(table=connection.ops.quote_name(OperatorStake._meta.db_table))
+    """Every operator's stake at ``block_number`` (its last live update at or before it), zero stakes left out."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [QUORUM, block_number])
+        cursor.execute(stakes_at_block_sql(block="%s"), [block_number])
         return {operator_id: Decimal(stake) for operator_id, stake in cursor.fetchall() if stake > 0}
 
 

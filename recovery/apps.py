@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -12,3 +14,12 @@ class RecoveryConfig(AppConfig):
         from recovery.services.reset import recovery_forget_chain
 
         chain_replaced.connect(recovery_forget_chain, dispatch_uid="recovery_forget_chain")
+
+        # Each signature the verifier finds valid gets a forward task, in the verifier's transaction.
+        from controlplane.changes import signatures_checked
+        from recovery.services.forwarding import forwarding_request_verified
+
+        def forward(*, sender: object, signal: object, **data: Any) -> None:
+            forwarding_request_verified(**data)
+
+        signatures_checked.connect(forward, weak=False, dispatch_uid="recovery.forwarding_request_verified")

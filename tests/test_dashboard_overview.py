@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.dashboard.selectors import overview_snapshot_data
+from monitoring.dashboard.overview_selectors import overview_snapshot_data
 from monitoring.models import (
     Alert,
     Block,

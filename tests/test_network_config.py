@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -140,25 +139,3 @@ def test_it_stops_start_up_with_a_configuration_that_cannot_work(tmp_path: Path)
     )
     assert done.returncode != 0
     assert "REGISTRY_ADDRESSES holds SERVICE_MANAGER_ADDRESS" in done.stderr
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, function-level imports included."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
-
-
-def test_it_keeps_the_devnet_out_of_every_product_module() -> None:
-    offenders = [
-        f"{path.relative_to(ROOT)} imports {module}"
-        for package in ("controlplane", "monitoring", "recovery")
-        for path in sorted((ROOT / package).rglob("*.py"))
-        for module in sorted(_imports(path))
-        if module == "devnet" or module.startswith("devnet.")
-    ]
-    assert offenders == []

@@ -20,19 +20,15 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from controlplane.changes import alert_changed, change_announce
 from monitoring.alerts.conditions import Condition
 from monitoring.alerts.observe import RuleContext
 from monitoring.alerts.rules import RULES, RULES_BY_KIND
 from monitoring.alerts.webhooks import webhook_deliveries_request
-from monitoring.live.publish import live_notify
-from monitoring.models import Alert, AlertKind, AlertState, WebhookEvent
+from monitoring.models import Alert, AlertState, WebhookEvent
 from monitoring.models.alerts import AlertWatch
 
 logger = logging.getLogger("monitoring.alerts")
-
-BATCH_KINDS = (AlertKind.BATCH_AT_RISK, AlertKind.BATCH_STALLED)
-# Kinds whose subject is an operatorId (an invalid signature's subject is the source that posted it).
-OPERATOR_KINDS = (AlertKind.OPERATOR_DOWN, AlertKind.CONFLICTING_SIGNATURE)
 
 _OPEN = """
 INSERT INTO {table} (kind, subject, severity, state, summary, details, opened_at, resolution, acknowledged_by)
@@ -54,18 +50,7 @@ class EvaluationResult:
 
 
 def _live(alert: Alert, *, kind: str) -> None:
-    live_notify(
-        kind=kind,
-        batch=alert.subject if alert.kind in BATCH_KINDS else None,
-        operator=alert.subject if alert.kind in OPERATOR_KINDS else None,
-        data={
-            "id": alert.id,
-            "kind": alert.kind,
-            "severity": alert.severity,
-            "subject": alert.subject,
-            "summary": alert.summary,
-        },
-    )
+    change_announce(alert_changed, alert=alert, kind=kind)
 
 
 def alert_open(*, condition: Condition, now: datetime | None = None) -> Alert | None:

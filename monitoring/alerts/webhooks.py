@@ -116,11 +116,9 @@ def webhook_deliveries_request(*, alert: Alert, event: str) -> int:
 
 def webhook_delivery_enqueue(*, delivery_id: int, attempts: int) -> None:
     """Ask a worker to try the delivery soon. Best effort: the reconciler covers a lost enqueue."""
-    from monitoring.alerts.jobs import deliver_webhook
-
     # result_ttl=0: a finished job vanishes at once, so the same row can be enqueued again right away.
     job_enqueue(
-        deliver_webhook,
+        "monitoring.alerts.jobs.deliver_webhook",  # by name: the job module imports this one
         delivery_id,
         job_id=f"webhook-{delivery_id}-{attempts}",
         result_ttl=0,

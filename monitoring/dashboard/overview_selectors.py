@@ -179,3 +179,8 @@ def overview_get() -> Overview:
         operators_state=liveness.states,
         last_incident=IngestIncident.objects.order_by("-created_at", "-id").first(),
     )
+
+
+def overview_snapshot_data() -> dict[str, Any]:
+    """The quorum socket's snapshot ``data``: the overview page's numbers, as JSON."""
+    return overview_get().as_snapshot()

@@ -28,7 +28,7 @@ from monitoring.models import (
     Signature,
     SignatureStatus,
 )
-from monitoring.selectors import operator_stakes_at_block
+from monitoring.selectors import operator_stakes_at_block, stakes_at_block_sql
 
 # A signature counts toward a batch once verified; a pending one is stake that is probably on its way.
 _COUNTED = (SignatureStatus.PENDING, SignatureStatus.VERIFIED)
@@ -86,12 +86,7 @@ WITH b AS (
 ),
 stakes AS (
     SELECT b.identifier, st.operator_id, st.stake
-    FROM b CROSS JOIN LATERAL (
-        SELECT DISTINCT ON (os.operator_id) os.operator_id, os.stake
-        FROM {stake} os
-        WHERE NOT os.removed AND os.quorum_number = 0 AND os.block_number <= b.task_created_block
-        ORDER BY os.operator_id, os.block_number DESC, os.log_index DESC
-    ) st
+    FROM b CROSS JOIN LATERAL ({stakes}) st
     WHERE st.stake > 0
 ),
 signed AS (
@@ -120,7 +115,7 @@ def batch_stakes(*, identifiers: Sequence[str]) -> dict[str, tuple[Decimal, Deci
     quote = connection.ops.quote_name
     sql = _PROGRESS_SQL.format(
         batch=quote(Batch._meta.db_table),
-        stake=quote("monitoring_operatorstake"),
+        stakes=stakes_at_block_sql(block="b.task_created_block"),
         signature=quote(Signature._meta.db_table),
     )
     params: dict[str, Any] = {
@@ -382,13 +377,3 @@ def batch_snapshot_data(*, identifier: str) -> dict[str, Any] | None:
     """The batch socket's snapshot ``data``; None for an unknown batch."""
     detail = batch_detail(identifier=identifier)
     return detail.as_snapshot() if detail else None
-
-
-# --- Overview (monitoring/dashboard/overview_selectors.py) ----------------------------------------
-
-
-def overview_snapshot_data() -> dict[str, Any]:
-    """The quorum socket's snapshot ``data``: the overview page's numbers, as JSON."""
-    from monitoring.dashboard.overview_selectors import overview_get
-
-    return overview_get().as_snapshot()

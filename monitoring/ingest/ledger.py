@@ -18,9 +18,9 @@ from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from controlplane.changes import change_announce, ledger_applied
 from monitoring.chain import RawLog
 from monitoring.ingest.abi import NAMES_BY_TOPIC, DecodeError, batch_identifier, decode_log, operator_id_of
-from monitoring.live.notify import live_ledger_applied
 from monitoring.models import (
     Batch,
     BatchStatus,
@@ -347,7 +347,7 @@ def ledger_apply_rows(
     fresh = [r for r in rows if (r.log.block_hash, r.log.log_index) in inserted.other_ids]
     verified = batches_mark_verified(rows=fresh)
     registry = operators_apply(rows=fresh, event_ids=inserted.other_ids)
-    live_ledger_applied(rows=rows, new_batch_events=inserted.new_batch_events, fresh=fresh)
+    change_announce(ledger_applied, rows=rows, new_batch_events=inserted.new_batch_events, fresh=fresh)
     return ApplySummary(
         events=inserted.new_batch_events + len(fresh),
         batches_created=inserted.batches_upserted,

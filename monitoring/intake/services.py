@@ -13,10 +13,10 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.changes import change_announce, signature_accepted
 from monitoring.intake.parse import IntakeError, SignedResponse
-from monitoring.live.notify import live_signature_accepted
 from monitoring.models import Batch, BatchProgressChange, BatchRefusal, Signature, SignatureStatus
-from monitoring.selectors import operator_stake_at_block
+from monitoring.selectors import operator_stake_at_block, stake_at_block_sql
 
 logger = logging.getLogger("monitoring.intake")
 
@@ -42,12 +42,9 @@ def _hex32(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
-_LOOKUP = """
+_LOOKUP = f"""
 SELECT o.registered, b.task_created_block, o.socket,
-    (SELECT s.stake FROM monitoring_operatorstake s
-     WHERE s.operator_id = o.operator_id AND NOT s.removed AND s.quorum_number = 0
-       AND s.block_number <= b.task_created_block
-     ORDER BY s.block_number DESC, s.log_index DESC LIMIT 1)
+    {stake_at_block_sql(operator="o.operator_id", block="b.task_created_block")}
 FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %s
 WHERE o.operator_id = %s
 """
@@ -154,7 +151,8 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
             )
         if status == SignatureStatus.PENDING:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, response.batch_identifier])
-        live_signature_accepted(
+        change_announce(
+            signature_accepted,
             signature_id=int(inserted_id),
             batch_identifier=response.batch_identifier,
             operator_id=response.operator_id,

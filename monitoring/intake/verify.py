@@ -13,10 +13,10 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from controlplane.changes import change_announce, signatures_checked
 from monitoring.bls import G1Point, G2Point, InvalidPoint, PairingBackend, SignedItem, verify_same_message
-from monitoring.live.notify import live_signatures_checked
 from monitoring.liveness.services import operator_sign_of_life
-from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
+from monitoring.models import Operator, Signature, SignatureStatus
 from monitoring.progress.services import batch_progress_refresh
 
 logger = logging.getLogger("monitoring.intake")
@@ -90,7 +90,6 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
             Signature.objects.filter(id__in=valid_ids).update(
                 status=SignatureStatus.VERIFIED, verified_at=now
             )
-            _forwarding_request(batch_identifier=batch_identifier, signature_ids=valid_ids)
             verified_operators = sorted({s.operator_id for s in claimed if s.id in set(valid_ids)})
             _conflicts_flag(batch_identifier=batch_identifier, operator_ids=verified_operators)
             # A verified signature is a sign of life (only the operator's key can make one); a mere post is not.
@@ -107,7 +106,9 @@ def signatures_verify_batch(*, batch_identifier: str, backend: PairingBackend | 
                 len(invalid_reasons),
                 ", ".join(sorted({s.operator_id[:10] for s in claimed if s.id in invalid_reasons})),
             )
-        live_signatures_checked(
+        # Recovery hears this in this transaction and requests a forward task per verified signature.
+        change_announce(
+            signatures_checked,
             batch_identifier=batch_identifier,
             signatures=[(s.id, s.operator_id) for s in claimed],
             valid_ids=valid_ids,
@@ -141,17 +142,6 @@ def _conflicts_flag(*, batch_identifier: str, operator_ids: list[str]) -> None:
         logger.warning(
             "operator %s has two different verified signatures for batch %s", operator_id, batch_identifier
         )
-
-
-def _forwarding_request(*, batch_identifier: str, signature_ids: list[int]) -> None:
-    """Forward tasks for newly verified signatures, in the transaction that verified them (not a later scan)."""
-    from recovery.models import RecoveryKind
-    from recovery.services.tasks import recovery_task_request
-
-    if not Batch.objects.filter(identifier=batch_identifier, status=BatchStatus.PENDING).exists():
-        return  # already verified on chain: nothing to deliver
-    for signature_id in signature_ids:
-        recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id), reason="verified")
 
 
 def batches_with_pending_signatures(*, limit: int = 500) -> list[str]:

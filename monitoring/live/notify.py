@@ -16,7 +16,8 @@ from monitoring.live.publish import live_notify, live_notify_built, live_notify_
 
 if TYPE_CHECKING:
     from monitoring.ingest.ledger import EventRow
-    from monitoring.models import BatchProgress
+    from monitoring.models import Alert, BatchProgress
+    from monitoring.progress.services import ProgressState
     from recovery.models import RecoveryRun, RecoveryTask
 
 logger = logging.getLogger("monitoring.live")
@@ -112,20 +113,6 @@ def live_signatures_checked(
 
 # --- Progress ------------------------------------------------------------------------------------
 
-ProgressState = tuple[Decimal, Decimal, Decimal, bool, datetime | None, int]
-
-
-def live_progress_state(progress: BatchProgress) -> ProgressState:
-    """What a ``progress`` message reports of a BatchProgress row; compared before and after a refresh."""
-    return (
-        Decimal(progress.total_stake),
-        Decimal(progress.signed_stake),
-        Decimal(progress.live_unsigned_stake),
-        bool(progress.at_risk),
-        progress.quorum_reached_at,
-        int(progress.threshold_percentage),
-    )
-
 
 def live_progress_notify(*, identifier: str, progress: BatchProgress, before: ProgressState) -> None:
     """After a refresh: ``progress`` when anything it reports moved, and ``quorum.reached`` when quorum flipped.
@@ -133,8 +120,9 @@ def live_progress_notify(*, identifier: str, progress: BatchProgress, before: Pr
     Nothing is sent when nothing changed, so the periodic refresh of every pending batch stays silent.
     """
     from monitoring.live.snapshots import live_progress_data
+    from monitoring.progress.services import progress_state
 
-    after = live_progress_state(progress)
+    after = progress_state(progress)
     if after == before:
         return
     live_notify_built(
@@ -275,3 +263,49 @@ def live_recovery_task(*, task: RecoveryTask, action: str, detail: str = "") -> 
             "detail": detail[:500],
         },
     )
+
+
+# --- Alerts --------------------------------------------------------------------------------------
+
+
+def live_alert(*, alert: Alert, kind: str) -> None:
+    """An alert opened or resolved (``kind``: "alert.opened" or "alert.resolved")."""
+    from monitoring.alerts.payload import BATCH_KINDS, OPERATOR_KINDS
+
+    live_notify(
+        kind=kind,
+        batch=alert.subject if alert.kind in BATCH_KINDS else None,
+        operator=alert.subject if alert.kind in OPERATOR_KINDS else None,
+        data={
+            "id": alert.id,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "subject": alert.subject,
+            "summary": alert.summary,
+        },
+    )
+
+
+# --- Receivers -----------------------------------------------------------------------------------
+
+
+def live_receivers_connect() -> None:
+    """Relay each change announced through ``controlplane.changes`` to the live sockets."""
+    from controlplane import changes
+
+    relays: dict[Any, Any] = {
+        changes.ledger_applied: live_ledger_applied,
+        changes.signature_accepted: live_signature_accepted,
+        changes.signatures_checked: live_signatures_checked,
+        changes.progress_refreshed: live_progress_notify,
+        changes.operator_state_changed: live_operator_state,
+        changes.recovery_run_recorded: live_recovery_run,
+        changes.recovery_task_changed: live_recovery_task,
+        changes.alert_changed: live_alert,
+    }
+    for signal, relay in relays.items():
+
+        def receive(*, sender: object, signal: object, _relay: Any = relay, **data: Any) -> None:
+            _relay(**data)
+
+        signal.connect(receive, weak=False, dispatch_uid=f"live.{relay.__name__}")

@@ -17,7 +17,7 @@ from monitoring.models import Batch, BatchProgress, BatchStatus, Operator
 
 def live_overview_snapshot() -> dict[str, Any]:
     """``data`` of the ``ws/quorum/`` snapshot: counters, ingest and aggregator status, recent batches, operators."""
-    from monitoring.dashboard.selectors import overview_snapshot_data
+    from monitoring.dashboard.overview_selectors import overview_snapshot_data
 
     return overview_snapshot_data()
 

@@ -18,7 +18,7 @@ from django.db.models.fields import DateTimeField
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from monitoring.live.notify import live_operator_state
+from controlplane.changes import change_announce, operator_state_changed
 from monitoring.liveness.probe import ERROR_MAX, NODE_VERSION_MAX, ProbeResult, probe_operator
 from monitoring.models import Operator, OperatorLiveness, OperatorState, OperatorStateChange
 
@@ -67,7 +67,13 @@ def _liveness_flip(*, liveness: OperatorLiveness, state: OperatorState, reason: 
     OperatorStateChange.objects.create(
         operator_id=liveness.operator_id, state=state, since=since, reason=reason[:ERROR_MAX]
     )
-    live_operator_state(operator_id=liveness.operator_id, state=state, previous=liveness.state, since=since)
+    change_announce(
+        operator_state_changed,
+        operator_id=liveness.operator_id,
+        state=state,
+        previous=liveness.state,
+        since=since,
+    )
     liveness.state = state
     liveness.since = since
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from monitoring.live.notify import live_progress_notify, live_progress_state
+from controlplane.changes import change_announce, progress_refreshed
 from monitoring.models import (
     Batch,
     BatchProgress,
@@ -21,6 +22,20 @@ from monitoring.models import (
     SignatureStatus,
 )
 from monitoring.selectors import operator_stakes_at_block
+
+# What a refresh can move, compared before and after it (listeners report only real changes).
+ProgressState = tuple[Decimal, Decimal, Decimal, bool, datetime | None, int]
+
+
+def progress_state(progress: BatchProgress) -> ProgressState:
+    return (
+        Decimal(progress.total_stake),
+        Decimal(progress.signed_stake),
+        Decimal(progress.live_unsigned_stake),
+        bool(progress.at_risk),
+        progress.quorum_reached_at,
+        int(progress.threshold_percentage),
+    )
 
 
 def operators_down_ids() -> set[str]:
@@ -57,7 +72,7 @@ def batch_progress_refresh(
     )
     with transaction.atomic():
         progress, _ = BatchProgress.objects.select_for_update().get_or_create(batch=batch)
-        before = live_progress_state(progress)
+        before = progress_state(progress)
         now = timezone.now()
         changes = []
         if reached and progress.quorum_reached_at is None:
@@ -81,7 +96,7 @@ def batch_progress_refresh(
                 for kind in changes
             ]
         )
-        live_progress_notify(identifier=batch_identifier, progress=progress, before=before)
+        change_announce(progress_refreshed, identifier=batch_identifier, progress=progress, before=before)
     return progress
 
 

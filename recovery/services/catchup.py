@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from controlplane.outbound import OutboundError, OutboundRefused, Target, operator_target, request
 from monitoring.models import Batch, BatchRefusal, BatchStatus, Operator, OperatorState, SignatureStatus
+from monitoring.selectors import stake_at_block_sql
 from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
 from recovery.services.tasks import Outcome, recovery_task_request
 
@@ -70,12 +71,7 @@ def _owed(operator: str) -> str:
             SELECT 1 FROM monitoring_signature s
             WHERE s.batch_identifier = b.identifier AND s.operator_id = {operator} AND s.status = ANY(%(given)s)
         )
-        AND COALESCE((
-            SELECT st.stake FROM monitoring_operatorstake st
-            WHERE st.operator_id = {operator} AND NOT st.removed AND st.quorum_number = 0
-                AND st.block_number <= b.task_created_block
-            ORDER BY st.block_number DESC, st.log_index DESC LIMIT 1
-        ), 0) > 0
+        AND COALESCE({stake_at_block_sql(operator=operator, block="b.task_created_block")}, 0) > 0
         AND NOT EXISTS (
             SELECT 1 FROM monitoring_batchrefusal r
             WHERE r.batch_identifier = b.identifier AND r.operator_id = {operator}

@@ -7,6 +7,7 @@ row for that boot id). When the boot id changes, nothing is delivered any more, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
@@ -139,3 +140,16 @@ def replay_execute(task: RecoveryTask) -> Outcome:
         _record_delivery(signature=signature, answer=answer)
         sent += 1
     return Outcome.done(f"replayed to boot {boot_id[:8]}: {sent} signatures sent", sent=sent, boot_id=boot_id)
+
+
+def forwarding_request_verified(*, batch_identifier: str, valid_ids: Sequence[int], **_: object) -> None:
+    """Forward tasks for newly verified signatures, in the transaction that verified them (not a later scan).
+
+    Connected to ``controlplane.changes.signatures_checked``."""
+    if (
+        not valid_ids
+        or not Batch.objects.filter(identifier=batch_identifier, status=BatchStatus.PENDING).exists()
+    ):
+        return  # already verified on chain: nothing to deliver
+    for signature_id in valid_ids:
+        recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id), reason="verified")

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
-from monitoring.live.notify import live_recovery_run
+from controlplane.changes import change_announce, recovery_run_recorded
 from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
 from monitoring.selectors import bytes32_normalize
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryTask
@@ -169,5 +169,5 @@ def recovery_run_start(*, kind: RecoveryKind, scope: str, requested_by: str, dry
         else:
             run.outcome = _catchup_outcome(run=run, plan=plan, requested_by=requested_by, dry_run=dry_run)
         run.save(update_fields=["outcome"])
-        live_recovery_run(run=run)
+        change_announce(recovery_run_recorded, run=run)
     return run

@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from controlplane.changes import change_announce, recovery_task_changed
 from controlplane.jobs import job_enqueue
-from monitoring.live.notify import live_recovery_task
 from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 
 logger = logging.getLogger("recovery")
@@ -90,7 +90,7 @@ def recovery_task_request(
         if row is not None:
             task = RecoveryTask.objects.get(id=row[0])
             transaction.on_commit(partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind))
-            live_recovery_task(task=task, action="requested")
+            change_announce(recovery_task_changed, task=task, action="requested")
             return task, True
         existing = _open_task(kind=kind, subject=subject)
         if existing is None:
@@ -117,10 +117,8 @@ OPERATOR_QUEUE = "operators"
 
 def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "") -> None:
     """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue."""
-    from recovery.jobs import run_recovery_task
-
     job_enqueue(
-        run_recovery_task,
+        "recovery.jobs.run_recovery_task",  # by name: the job module imports this one
         task_id,
         job_id=f"recovery-{task_id}-{attempts}",
         result_ttl=60,
@@ -172,7 +170,7 @@ def recovery_task_settle(*, task: RecoveryTask, outcome: Outcome, worker: str = 
         **fields
     )
     if updated:
-        live_recovery_task(task=task, action=outcome.action, detail=outcome.detail)
+        change_announce(recovery_task_changed, task=task, action=outcome.action, detail=outcome.detail)
     if updated and outcome.action != "done":
         logger.info("recovery %s %s: %s (%s)", task.kind, task.subject[:18], outcome.action, outcome.detail)
     return bool(updated)
