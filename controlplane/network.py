@@ -122,15 +122,15 @@ def _network_file(path: Path) -> tuple[dict[str, Any], str]:
 
 def network_resolve(
     *,
-    chain_rpc_url: str | None,
-    service_manager_address: str | None,
-    registry_addresses: list[str],
-    start_block: str | None,
-    aggregator_url: str | None,
-    operator_control_tokens: str | None,
     network_file: Path | None,
+    chain_rpc_url: str | None = None,
+    service_manager_address: str | None = None,
+    registry_addresses: list[str] | None = None,
+    start_block: str | None = None,
+    aggregator_url: str | None = None,
+    operator_control_tokens: str | None = None,
 ) -> Network:
-    """Each value from its variable, else from the network file; validated as a whole."""
+    """Each value from its variable (None: unset), else from the network file; validated as a whole."""
     given: dict[str, Any] = {
         "CHAIN_RPC_URL": chain_rpc_url,
         "SERVICE_MANAGER_ADDRESS": service_manager_address,

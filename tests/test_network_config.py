@@ -19,15 +19,6 @@ REG = "0x" + "22" * 20
 OP = "0x" + "ab" * 32
 ROOT = Path(settings.BASE_DIR)
 
-UNSET: dict[str, Any] = {
-    "chain_rpc_url": None,
-    "service_manager_address": None,
-    "registry_addresses": [],
-    "start_block": None,
-    "aggregator_url": None,
-    "operator_control_tokens": None,
-}
-
 
 def devnet_file(tmp_path: Path, **overrides: Any) -> Path:
     state: dict[str, Any] = {
@@ -45,7 +36,7 @@ def devnet_file(tmp_path: Path, **overrides: Any) -> Path:
 
 
 def test_it_reads_each_unset_value_from_the_network_file(tmp_path: Path) -> None:
-    network = network_resolve(**UNSET, network_file=devnet_file(tmp_path))
+    network = network_resolve(network_file=devnet_file(tmp_path))
     assert network.chain_rpc_url == "http://127.0.0.1:8545"
     assert network.service_manager_address == SM  # lowercased
     assert network.registry_addresses == (REG,)
@@ -57,14 +48,13 @@ def test_it_reads_each_unset_value_from_the_network_file(tmp_path: Path) -> None
 
 def test_it_prefers_the_environment_over_the_file(tmp_path: Path) -> None:
     other = "0x" + "33" * 20
-    given = {
-        **UNSET,
-        "chain_rpc_url": "https://rpc.example.org",
-        "registry_addresses": [other],
-        "start_block": "0x10",
-        "operator_control_tokens": json.dumps({OP: "from-env"}),
-    }
-    network = network_resolve(**given, network_file=devnet_file(tmp_path))
+    network = network_resolve(
+        chain_rpc_url="https://rpc.example.org",
+        registry_addresses=[other],
+        start_block="0x10",
+        operator_control_tokens=json.dumps({OP: "from-env"}),
+        network_file=devnet_file(tmp_path),
+    )
     assert network.chain_rpc_url == "https://rpc.example.org"
     assert network.registry_addresses == (other,)
     assert network.start_block == 16
@@ -73,22 +63,23 @@ def test_it_prefers_the_environment_over_the_file(tmp_path: Path) -> None:
 
 
 def test_it_leaves_absent_values_unset_and_says_why(tmp_path: Path) -> None:
-    network = network_resolve(**UNSET, network_file=tmp_path / "missing.json")
+    network = network_resolve(network_file=tmp_path / "missing.json")
     assert network.chain_rpc_url is None
     assert network.operator_control_tokens == {}
     assert "no network file at" in network.file_note
     (tmp_path / "bad.json").write_text("{not json")
-    assert "unreadable" in network_resolve(**UNSET, network_file=tmp_path / "bad.json").file_note
-    assert network_resolve(**UNSET, network_file=None).file_note == ""
+    assert "unreadable" in network_resolve(network_file=tmp_path / "bad.json").file_note
+    assert network_resolve(network_file=None).file_note == ""
 
 
 def test_it_refuses_a_registry_at_the_service_manager_address(tmp_path: Path) -> None:
     # They would share one ingest cursor, and the registry's events would never be ingested.
-    given = {**UNSET, "service_manager_address": SM, "registry_addresses": [SM.upper().replace("0X", "0x")]}
     with pytest.raises(NetworkConfigError, match="REGISTRY_ADDRESSES holds SERVICE_MANAGER_ADDRESS"):
-        network_resolve(**given, network_file=None)
+        network_resolve(
+            service_manager_address=SM, registry_addresses=[SM.upper().replace("0X", "0x")], network_file=None
+        )
     with pytest.raises(NetworkConfigError, match="REGISTRY_ADDRESSES names an address twice"):
-        network_resolve(**{**UNSET, "registry_addresses": [REG, REG]}, network_file=None)
+        network_resolve(registry_addresses=[REG, REG], network_file=None)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +101,7 @@ def test_it_refuses_a_registry_at_the_service_manager_address(tmp_path: Path) ->
 )
 def test_it_refuses_a_malformed_value_naming_the_setting(name: str, value: Any, message: str) -> None:
     with pytest.raises(NetworkConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
-        network_resolve(**{**UNSET, name: value}, network_file=None)
+        network_resolve(**{name: value}, network_file=None)
 
 
 def test_it_names_the_file_when_a_bad_value_came_from_it(tmp_path: Path) -> None:
@@ -118,7 +109,7 @@ def test_it_names_the_file_when_a_bad_value_came_from_it(tmp_path: Path) -> None
     with pytest.raises(
         NetworkConfigError, match=f"START_BLOCK='soon' is not a block number \\(read from {path}\\)"
     ):
-        network_resolve(**UNSET, network_file=path)
+        network_resolve(network_file=path)
 
 
 def test_it_stops_start_up_with_a_configuration_that_cannot_work(tmp_path: Path) -> None:

@@ -61,19 +61,9 @@ def clean_queue() -> Iterator[None]:
     queue.connection.flushdb()
 
 
-_UNSET: dict[str, Any] = {
-    "chain_rpc_url": None,
-    "service_manager_address": None,
-    "registry_addresses": [],
-    "start_block": None,
-    "aggregator_url": None,
-    "operator_control_tokens": None,
-}
-
-
 def tokens_resolved(settings: Any, **given: Any) -> dict[str, str]:
     """The tokens as settings resolve them at start-up: the variable's, then the devnet file's."""
-    return network_resolve(**{**_UNSET, **given}, network_file=settings.DEVNET_FILE).operator_control_tokens
+    return network_resolve(**given, network_file=settings.DEVNET_FILE).operator_control_tokens
 
 
 @pytest.fixture(autouse=True)
@@ -490,6 +480,4 @@ def test_it_reads_control_tokens_from_settings_then_the_devnet_file(settings: An
 
     for malformed in ("not json", '["a list"]', json.dumps({op: 42}), json.dumps({op: ""})):
         with pytest.raises(NetworkConfigError, match="OPERATOR_CONTROL_TOKENS must be a JSON object"):
-            network_resolve(
-                **{**_UNSET, "operator_control_tokens": malformed}, network_file=settings.DEVNET_FILE
-            )
+            network_resolve(operator_control_tokens=malformed, network_file=settings.DEVNET_FILE)
