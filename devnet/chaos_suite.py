@@ -440,6 +440,7 @@ def chaos_suite(
     pg = PostgresServer(root / "infra" / "postgres").init()
     redis = RedisServer(root / "infra" / "redis")
     results: list[SeedResult] = []
+    interrupted = False
     try:
         pg.start()
         redis.start()
@@ -461,8 +462,15 @@ def chaos_suite(
                     say(f"    lost: batch {identifier}")
                 for ack in result.acks_lost:
                     say(f"    acknowledged signature lost: {ack}")
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the seed in progress has stopped what it started (its finally); so does this.
+        interrupted = True
     finally:
         redis.stop()
-        pg.destroy()
+        pg.destroy(say=say)
+    if interrupted:
+        say(f"chaos: interrupted; stopped everything it started ({len(results)} of {len(seeds)} seeds done)")
+        say(summary_line(results))
+        raise KeyboardInterrupt
     say(summary_line(results))
     return results

@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -119,10 +120,32 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def destroy(self) -> None:
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster's PID, from its pid file; None when there is none."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def destroy(self, *, say: Callable[[str], object] = print) -> None:
+        """Stop the cluster (a crash is fine: it is thrown away) and delete it; a postmaster that outlives
+        ``pg_ctl stop`` (one an interrupted restart left starting) is killed by its PID, and said so."""
         if self.data.exists():
-            with contextlib.suppress(InfraError, subprocess.TimeoutExpired):
+            failure = ""
+            try:
                 self.stop(mode="immediate")
+            except (InfraError, subprocess.TimeoutExpired) as exc:
+                failure = str(exc)
+                # An interrupted restart may have a postmaster starting: give it time to write its pid file.
+                deadline = time.monotonic() + 10
+                while self.postmaster_pid() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            pid = self.postmaster_pid()
+            if pid is not None and pid_alive(pid):
+                stop_pid(pid, sig=signal.SIGQUIT, timeout=5)
+                say(
+                    f"postgres on port {self.port} outlived pg_ctl stop ({failure or 'no error'}): killed pid {pid}"
+                )
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

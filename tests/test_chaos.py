@@ -186,3 +186,53 @@ def test_it_refuses_a_bad_chaos_command_line_in_one_line(
     assert done.returncode != 0
     assert message in done.stderr
     assert not (tmp_path / "chaos").exists(), "nothing was started"
+
+
+def _processes_mentioning(text: str) -> dict[int, str]:
+    """Live processes whose command line or environment names ``text`` (a path only our children know)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if state != "Z" and (text in cmdline or text in environ):
+            found[int(entry.name)] = cmdline[:120]
+    return found
+
+
+@pytest.mark.slow
+def test_it_stops_everything_it_started_on_sigterm(tmp_path: Path) -> None:
+    out = tmp_path / "chaos"
+    env = {**os.environ, "SECRET_KEY": "test", "DEVNET_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    command = ["devnet", "chaos", "--seeds", "1-2", "--duration", "10", "--out", str(out)]
+    suite = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *command],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Interrupted once the first seed's whole control plane runs (its processes carry the seed's directory).
+        seed_dir = str(out / "seed-1")
+        deadline = time.monotonic() + 600  # a loaded machine sets up a seed slowly
+        while len(_processes_mentioning(seed_dir)) < 12 and time.monotonic() < deadline:
+            assert suite.poll() is None, suite.communicate()[0]
+            time.sleep(0.2)
+        assert len(_processes_mentioning(seed_dir)) >= 12
+        suite.terminate()
+        output, _ = suite.communicate(timeout=300)
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+    print(output)
+    assert suite.returncode != 0, output
+    assert "chaos: interrupted; stopped everything it started (0 of 2 seeds done)" in output, output
+    assert "chaos: 0 seeds" in output, output
+    assert _processes_mentioning(str(tmp_path)) == {}, output

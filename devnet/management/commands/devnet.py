@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +198,26 @@ class Command(BaseCommand):
             self.stdout.write(line)
             self.stdout.flush()
 
-        results = chaos_suite(
-            seeds=seeds,
-            duration=duration,
-            faults=options["faults"],
-            root=root,
-            say=say,
-            keep=options["keep_logs"],
-        )
+        # SIGTERM unwinds like Ctrl-C, so every server, devnet and control-plane process the suite started is
+        # stopped by its cleanup; a second signal while it cleans up is ignored rather than cutting it short.
+        def stop(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            results = chaos_suite(
+                seeds=seeds,
+                duration=duration,
+                faults=options["faults"],
+                root=root,
+                say=say,
+                keep=options["keep_logs"],
+            )
+        except KeyboardInterrupt:
+            raise CommandError("chaos suite interrupted", returncode=130) from None
         failed = [r.seed for r in results if not r.ok]
         if failed:
             raise CommandError(
