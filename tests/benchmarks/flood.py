@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +13,9 @@ from typing import Any
 import requests
 from django.db import connection
 
-from devnet.anvil import free_port
 from monitoring.bls import G1Point, g1_mul
-from tests.benchmarks.intake import ROOT, precompute
+from tests.benchmarks.intake import precompute
+from tests.benchmarks.serve import served
 from tests.chain_fixtures import Net
 
 FORGERIES = 1000
@@ -50,7 +48,6 @@ def _forgeries(body: dict[str, Any]) -> list[str]:
 
 def time_to_quorum(*, env: dict[str, str], honest: list[dict[str, Any]], flood: list[str]) -> float:
     _reset()
-    port = free_port()
     child_env = {
         **env,
         "VERIFIER_POLL_INTERVAL": "0.05",
@@ -58,37 +55,15 @@ def time_to_quorum(*, env: dict[str, str], honest: list[dict[str, Any]], flood: 
         "INTAKE_RATE": "100000000/min",
         "TRUSTED_PROXIES": "127.0.0.1",  # each forged post names its own address, as a botnet would have
     }
-    log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
-        env=child_env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-    )
-    verifier = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "verifier"],
-        env=child_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api/v1/signatures"
     sessions: dict[int, requests.Session] = {}
+    with served(env=child_env, verifier=True) as base:
+        url = f"{base}/api/v1/signatures"
 
-    def post(payload: str, address: str) -> int:
-        session = sessions.setdefault(threading.get_ident(), requests.Session())
-        headers = {"Content-Type": "application/json", "X-Forwarded-For": address}
-        return session.post(url, data=payload, headers=headers, timeout=30).status_code
+        def post(payload: str, address: str) -> int:
+            session = sessions.setdefault(threading.get_ident(), requests.Session())
+            headers = {"Content-Type": "application/json", "X-Forwarded-For": address}
+            return session.post(url, data=payload, headers=headers, timeout=30).status_code
 
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         identifier = honest[0]["batchIdentifierHash"]
         with ThreadPoolExecutor(max_workers=8) as forgers, ThreadPoolExecutor(max_workers=4) as operators:
             flooding = [forgers.submit(post, p, f"198.18.{i // 250}.{i % 250}") for i, p in enumerate(flood)]
@@ -105,13 +80,6 @@ def time_to_quorum(*, env: dict[str, str], honest: list[dict[str, Any]], flood: 
             statuses = [f.result() for f in flooding]
         assert set(statuses) <= {202, 429}, set(statuses)
         return reached
-    finally:
-        for process in (web, verifier):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def bench_flood(*, net: Net, env: dict[str, str], repeats: int = 3) -> None:

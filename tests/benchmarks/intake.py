@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import requests
 from django.db import connection
 
-from devnet.anvil import free_port
 from monitoring.bls import keypair_from_secret, verify
+from tests.benchmarks.serve import served
 from tests.chain_fixtures import Net
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def precompute(net: Net, batches: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
@@ -81,7 +77,6 @@ def run_intake(
         cursor.execute("DELETE FROM monitoring_signature")
         cursor.execute("DELETE FROM monitoring_batchprogresschange")
         cursor.execute("DELETE FROM monitoring_batchprogress")
-    port = free_port()
     child_env = {
         **env,
         "BLS_PAIRING_BACKEND": backend,
@@ -89,36 +84,12 @@ def run_intake(
         "LOG_LEVEL": "WARNING",
         "INTAKE_RATE": "100000000/min",  # every load client posts from 127.0.0.1
     }
-    log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
-        env=child_env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-    )
-    verifier = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "verifier"],
-        env=child_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api/v1/signatures"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/api/v1/batches/", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with served(env=child_env, verifier=True) as base:
+        url = f"{base}/api/v1/signatures"
         payloads = [json.dumps(b) for b in bodies]
         sessions: dict[int, requests.Session] = {}
 
         def post(payload: str) -> int:
-            import threading
-
             session = sessions.setdefault(threading.get_ident(), requests.Session())
             return session.post(
                 url, data=payload, headers={"Content-Type": "application/json"}, timeout=30
@@ -135,13 +106,6 @@ def run_intake(
             time.sleep(0.05)
         done = time.perf_counter()
         assert _count("invalid") == 0
-    finally:
-        for process in (web, verifier):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
     return {
         "accepted_per_s": len(bodies) / (accepted_at - started),
         "end_to_end_per_s": len(bodies) / (done - started),

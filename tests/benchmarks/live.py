@@ -9,19 +9,14 @@ receive the matching ``signature.accepted`` frame. Measured in the same run: one
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from devnet.anvil import free_port, stop_pid
+from tests.benchmarks.serve import served
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 CHROMIUM = "/usr/bin/chromium"
 
 # Records every websocket frame's arrival time (ms since the epoch, the browser's clock = this machine's clock).
@@ -40,18 +35,6 @@ FRAME_RECORDER = """
   Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
 })();
 """
-
-
-def _wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout:g} s")
 
 
 def _frame_for(page: Any, signature_id: int, timeout: float = 10.0) -> float:
@@ -80,21 +63,9 @@ def _frame_for(page: Any, signature_id: int, timeout: float = 10.0) -> float:
 def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]], page_path: str) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     child_env = {**env, "PUBLIC_DASHBOARD": "1", "LOG_LEVEL": "WARNING"}
-    log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
-        env=child_env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
     session = requests.Session()
-    try:
-        _wait_http(base + "/healthz")
+    with served(env=child_env) as base:
         http_rtt = []
         for _ in range(30):
             started = time.perf_counter()
@@ -127,8 +98,6 @@ def bench_live(*, env: dict[str, str], bodies: list[dict[str, Any]], page_path: 
                 from_commit.append(arrived - acked_at)
                 from_post.append(arrived - sent_at)
             browser.close()
-    finally:
-        stop_pid(web.pid)
     return {
         "http_rtt_ms": statistics.median(http_rtt) * 1000,
         "post_rtt_ms": statistics.median(post_rtt) * 1000,
