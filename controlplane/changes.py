@@ -9,6 +9,7 @@ lacks one. Each signal's keyword arguments are listed beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.dispatch import Signal
@@ -30,6 +31,15 @@ recovery_run_recorded = Signal()
 recovery_task_changed = Signal()
 # alert (an Alert), kind ("alert.opened" or "alert.resolved")
 alert_changed = Signal()
+
+
+def change_listen(signal: Signal, listener: Callable[..., object], *, uid: str) -> None:
+    """Call ``listener(**data)`` for each announcement on ``signal`` (once per ``uid``, however often asked)."""
+
+    def receive(*, sender: object, signal: object, **data: Any) -> None:
+        listener(**data)
+
+    signal.connect(receive, weak=False, dispatch_uid=uid)
 
 
 def change_announce(signal: Signal, **data: Any) -> None:

@@ -174,18 +174,7 @@ class _Seed:
         # and resume exactly (the set-up used mixed mining, to be quick).
         rpc(self.rpc_url, "evm_setIntervalMining", [1])
         self.proxy = FaultProxy(self.rpc_url).start()
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key
-            not in (
-                "SERVICE_MANAGER_ADDRESS",
-                "REGISTRY_ADDRESSES",
-                "START_BLOCK",
-                "AGGREGATOR_URL",
-                "OPERATOR_CONTROL_TOKENS",
-            )
-        }
+        env = {key: value for key, value in os.environ.items() if key not in _NETWORK_SETTINGS}
         env.update(
             {
                 **CONTROL_PLANE_ENV,

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
 
 
@@ -16,10 +14,9 @@ class RecoveryConfig(AppConfig):
         chain_replaced.connect(recovery_forget_chain, dispatch_uid="recovery_forget_chain")
 
         # Each signature the verifier finds valid gets a forward task, in the verifier's transaction.
-        from controlplane.changes import signatures_checked
+        from controlplane.changes import change_listen, signatures_checked
         from recovery.services.forwarding import forwarding_request_verified
 
-        def forward(*, sender: object, signal: object, **data: Any) -> None:
-            forwarding_request_verified(**data)
-
-        signatures_checked.connect(forward, weak=False, dispatch_uid="recovery.forwarding_request_verified")
+        change_listen(
+            signatures_checked, forwarding_request_verified, uid="recovery.forwarding_request_verified"
+        )

@@ -35,10 +35,9 @@ def ingest_source_load() -> IngestSource:
         if value in (None, "", [])
     ]
     if missing:
-        note = getattr(settings, "NETWORK", None)
         raise IngestConfigError(
             f"set {', '.join(missing)}, or start the devnet "
-            f"({(note.file_note if note else '') or 'the network file lacks them'})"
+            f"({settings.NETWORK.file_note or 'the network file lacks them'})"
         )
     assert rpc_url
     assert service_manager

@@ -304,8 +304,4 @@ def live_receivers_connect() -> None:
         changes.alert_changed: live_alert,
     }
     for signal, relay in relays.items():
-
-        def receive(*, sender: object, signal: object, _relay: Any = relay, **data: Any) -> None:
-            _relay(**data)
-
-        signal.connect(receive, weak=False, dispatch_uid=f"live.{relay.__name__}")
+        changes.change_listen(signal, relay, uid=f"live.{relay.__name__}")
