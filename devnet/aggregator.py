@@ -319,12 +319,22 @@ class AggregatorNode:
 
     # -- tasks ------------------------------------------------------------------------------------------
 
-    def task_add(self, *, root: str, sender: str, task_created_block: int, source: str) -> tuple[Task, bool]:
+    def task_add(
+        self,
+        *,
+        root: str,
+        sender: str,
+        task_created_block: int,
+        source: str,
+        total_stake: int | None = None,
+    ) -> tuple[Task, bool]:
         """The task for (root, sender), created (or revived after expiry) when needed; (task, created)."""
         identifier = _identifier(root, sender)
         with self._lock:
             task = self._tasks.get(identifier)
             if task is not None and not task.expired:
+                if task.total_stake is None:
+                    task.total_stake = total_stake
                 return task, False
             task = Task(
                 identifier=identifier,
@@ -332,6 +342,7 @@ class AggregatorNode:
                 sender=sender,
                 task_created_block=task_created_block,
                 created_at=time.time(),
+                total_stake=total_stake,
             )
             self._tasks[identifier] = task
         logger.info("task %s (batch %s, block %d) from %s", identifier, root, task_created_block, source)
@@ -390,20 +401,21 @@ class AggregatorNode:
                 continue
             if log.topics[0] == _NEW_BATCH_V3:
                 event = decode_new_batch_v3(log.topics, log.data)
-                task, _ = self.task_add(
+                block = int(event["taskCreatedBlock"])
+                # Looked up before the task is published, so /health never shows a task without its
+                # total; best effort: a signature fetches it again if this failed.
+                total: int | None = None
+                try:
+                    total = self._total_stake(block)
+                except Exception as exc:
+                    logger.warning("total stake at block %d unknown for now (%s)", block, exc)
+                self.task_add(
                     root=event["batchMerkleRoot"],
                     sender=event["senderAddress"],
-                    task_created_block=int(event["taskCreatedBlock"]),
+                    task_created_block=block,
                     source="NewBatchV3",
+                    total_stake=total,
                 )
-                try:  # best effort, so /health shows it; a signature fetches it again if this failed
-                    total = self._total_stake(task.task_created_block)
-                    with self._lock:
-                        task.total_stake = total
-                except Exception as exc:
-                    logger.warning(
-                        "total stake at block %d unknown for now (%s)", task.task_created_block, exc
-                    )
             else:
                 event = decode_batch_verified(log.topics, log.data)
                 self._mark_responded(_identifier(event["batchMerkleRoot"], event["senderAddress"]))
