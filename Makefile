@@ -41,7 +41,7 @@ contracts: node_modules/.installed
 contracts-check: node_modules/.installed
 	node devnet/contracts/compile.mjs --check
 
-# The dashboard's htmx and uPlot, copied from node_modules into monitoring/static/vendor/ (committed: a deploy
+# The dashboard's htmx and uPlot, copied from node_modules into dashboard/static/vendor/ (committed: a deploy
 # needs no npm). `make vendor` refreshes the copies after a pin changes; the check fails when they are stale.
 vendor: setup
 	$(PY) -m controlplane.vendor_static

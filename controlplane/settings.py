@@ -48,8 +48,16 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_rq",
     "channels",
-    "monitoring",
+    # The stages, lowest first (docs/architecture.md).
+    "ledger",
+    "intake",
+    "liveness",
+    "progress",
     "recovery",
+    "alerts",
+    "dashboard",
+    "api",
+    "monitoring",  # its migrations only: they created the tables the stage apps now own
     "devnet",
     "controlplane",
 ]
@@ -200,8 +208,8 @@ REST_FRAMEWORK = {
     # Reads: any user (anyone with PUBLIC_DASHBOARD); writes: staff, and write-scoped tokens.
     "DEFAULT_PERMISSION_CLASSES": ["controlplane.auth.ApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["controlplane.auth.WriteRateThrottle"],
-    "EXCEPTION_HANDLER": "monitoring.api.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "monitoring.api.schema.ApiAutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ApiAutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "AVS control plane API",
@@ -214,20 +222,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "PREPROCESSING_HOOKS": ["monitoring.api.schema.drop_trailing_slash_aliases"],
+    "PREPROCESSING_HOOKS": ["api.schema.drop_trailing_slash_aliases"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "monitoring.api.schema.close_input_objects",
-        "monitoring.api.schema.allow_empty_filters",
+        "api.schema.close_input_objects",
+        "api.schema.allow_empty_filters",
     ],
     "ENUM_NAME_OVERRIDES": {
-        "AlertKindEnum": "monitoring.models.alerts.AlertKind",
-        "AlertStateEnum": "monitoring.models.alerts.AlertState",
-        "AlertSeverityEnum": "monitoring.models.alerts.AlertSeverity",
-        "BatchStatusEnum": "monitoring.models.batches.BatchStatus",
+        "AlertKindEnum": "alerts.models.AlertKind",
+        "AlertStateEnum": "alerts.models.AlertState",
+        "AlertSeverityEnum": "alerts.models.AlertSeverity",
+        "BatchStatusEnum": "ledger.models.batches.BatchStatus",
         "RecoveryKindEnum": "recovery.models.RecoveryKind",
         "RecoveryStatusEnum": "recovery.models.RecoveryStatus",
-        "OperatorStateEnum": "monitoring.models.liveness.OperatorState",
+        "OperatorStateEnum": "liveness.models.OperatorState",
     },
 }
 

@@ -1,4 +1,4 @@
-"""Copy the dashboard's browser dependencies from node_modules into monitoring/static/vendor/.
+"""Copy the dashboard's browser dependencies from node_modules into dashboard/static/vendor/.
 
 The copies are committed, so building or deploying the web app needs no npm. ``--check`` (part of ``make test``)
 fails when a committed copy differs from the installed package, or the installed package is not the exact
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR_DIR = Path("monitoring/static/vendor")
+VENDOR_DIR = Path("dashboard/static/vendor")
 
 
 @dataclass(frozen=True)
 class VendoredFile:
     package: str
     source: str  # inside node_modules/<package>/
-    target: str  # inside monitoring/static/vendor/
+    target: str  # inside dashboard/static/vendor/
 
 
 VENDORED = (

@@ -42,10 +42,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
-from devnet import contracts
-from devnet.contracts import ContractRevertError
-from devnet.state import DevnetStateError
-from monitoring.bls import (
+from bls import (
     G2_GENERATOR,
     G1Point,
     G2Point,
@@ -57,9 +54,12 @@ from monitoring.bls import (
     hash_to_g1,
     pairing_backend,
 )
-from monitoring.chain import ChainClient, RpcError
-from monitoring.ingest.abi import TOPICS, DecodeError, decode_batch_verified, decode_new_batch_v3
-from monitoring.intake.parse import IntakeError, signed_response_parse
+from chain import ChainClient, RpcError
+from chain.abi import TOPICS, DecodeError, decode_batch_verified, decode_new_batch_v3
+from devnet import contracts
+from devnet.contracts import ContractRevertError
+from devnet.state import DevnetStateError
+from intake.parse import IntakeError, signed_response_parse
 
 logger = logging.getLogger("devnet.aggregator")
 

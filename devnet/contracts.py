@@ -24,9 +24,9 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.types import TxParams, TxReceipt, Wei
 
-from monitoring.bls import G1Point, G2Point, KeyPair
-from monitoring.ingest.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
-from monitoring.ingest.abi import TOPICS
+from bls import G1Point, G2Point, KeyPair
+from chain.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
+from chain.abi import TOPICS
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
 CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "LoadBatcher")

@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
 
+from bls import KeyPair, keypair_from_seed
 from devnet import contracts
 from devnet.anvil import free_port, start_anvil
 from devnet.components import (
@@ -29,7 +30,6 @@ from devnet.components import (
     manage_py_args,
 )
 from devnet.state import STATE_VERSION, DevnetStateError, load_state, save_state, state_path
-from monitoring.bls import KeyPair, keypair_from_seed
 
 logger = logging.getLogger(__name__)
 

@@ -39,13 +39,13 @@ from urllib.parse import urlsplit
 
 import requests
 
+from bls import KeyPair, keypair_from_secret
+from chain import ChainClient, RangeTooLarge
+from chain.abi import TOPICS, DecodeError, decode_new_batch_v3
 from devnet.batches import BatchFormatError, check_batch, parse_batch
 from devnet.contracts import batch_identifier
 from devnet.state import DevnetStateError
-from monitoring.bls import KeyPair, keypair_from_secret
-from monitoring.chain import ChainClient, RangeTooLarge
-from monitoring.ingest.abi import TOPICS, DecodeError, decode_new_batch_v3
-from monitoring.intake.parse import IntakeError
+from intake.parse import IntakeError
 
 logger = logging.getLogger("devnet.operator")
 

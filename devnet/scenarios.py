@@ -18,12 +18,12 @@ import redis
 import requests
 from django.conf import settings
 
+from chain import ChainClient
+from chain.abi import TOPICS, batch_identifier, decode_log
 from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
 from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
 from devnet.state import state_path
-from monitoring.chain import ChainClient
-from monitoring.ingest.abi import TOPICS, batch_identifier, decode_log
 
 BATCH_INTERVAL = 3.0
 TASK_WINDOW = 15.0

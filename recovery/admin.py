@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from monitoring.models import Batch, Operator
+from ledger.models import Batch, Operator
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryTask
 from recovery.services.runs import catchup_plan, recovery_run_start, replay_plan
 

@@ -8,7 +8,7 @@ class RecoveryConfig(AppConfig):
     verbose_name = "Recovery"
 
     def ready(self) -> None:
-        from monitoring.ingest.ledger import chain_replaced
+        from ledger.ingest.ledger import chain_replaced
         from recovery.services.reset import recovery_forget_chain
 
         chain_replaced.connect(recovery_forget_chain, dispatch_uid="recovery_forget_chain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from monitoring.models.fields import HexField
+from controlplane.fields import HexField
 
 
 class RecoveryKind(models.TextChoices):
@@ -96,7 +96,7 @@ class AggregatorBoot(models.Model):
 class SignatureDelivery(models.Model):
     """A verified signature acknowledged by one aggregator boot: delivered means acknowledged by the current one."""
 
-    signature = models.ForeignKey("monitoring.Signature", on_delete=models.CASCADE, related_name="deliveries")
+    signature = models.ForeignKey("intake.Signature", on_delete=models.CASCADE, related_name="deliveries")
     boot_id = models.CharField(max_length=64)
     batch_identifier = HexField(max_length=66)
     answer = models.CharField(max_length=32)

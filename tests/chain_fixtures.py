@@ -12,13 +12,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from bls import aggregate_g1, aggregate_g2, keypair_from_secret
+from chain import ChainClient
 from devnet import contracts
 from devnet.anvil import Anvil
 from devnet.batches import make_batch
 from devnet.network import DevnetConfig, network_deploy
-from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_secret
-from monitoring.chain import ChainClient
-from monitoring.ingest.sync import ContractSpec, IngestConfig, Ingester
+from ledger.ingest.sync import ContractSpec, IngestConfig, Ingester
 
 
 @dataclass

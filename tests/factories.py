@@ -8,7 +8,7 @@ from typing import Any
 
 from eth_utils import keccak
 
-from monitoring.models import Batch, BatchStatus, ChainEvent, Operator, OperatorStake
+from ledger.models import Batch, BatchStatus, ChainEvent, Operator, OperatorStake
 
 CHAIN_ID = 31337
 SERVICE_MANAGER = "0x" + "11" * 20

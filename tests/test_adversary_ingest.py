@@ -11,13 +11,13 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
+from chain import ChainClient
+from chain.abi import TOPICS
 from devnet import contracts
 from devnet.anvil import Anvil, start_anvil
-from monitoring.chain import ChainClient
-from monitoring.ingest.abi import TOPICS
-from monitoring.ingest.ledger import UNDECODABLE
-from monitoring.ingest.sync import ContractSpec, IngestConfig, Ingester
-from monitoring.models import Batch, ChainEvent, IngestCursor, Operator
+from ledger.ingest.ledger import UNDECODABLE
+from ledger.ingest.sync import ContractSpec, IngestConfig, Ingester
+from ledger.models import Batch, ChainEvent, IngestCursor, Operator
 from tests.chain_fixtures import net_deploy
 
 pytestmark = pytest.mark.django_db

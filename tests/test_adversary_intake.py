@@ -10,9 +10,11 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from monitoring.bls import G1Point, g1_mul
-from monitoring.intake.jobs import intake_sweep
-from monitoring.models import BatchProgress, OperatorLiveness, Signature, SignatureStatus
+from bls import G1Point, g1_mul
+from intake.jobs import intake_sweep
+from intake.models import Signature, SignatureStatus
+from liveness.models import OperatorLiveness
+from progress.models import BatchProgress
 from tests.chain_fixtures import Net, net_deploy, signed_response
 
 URL = "/api/v1/signatures"

@@ -20,7 +20,7 @@ from controlplane.outbound import (
     operator_target,
     request,
 )
-from monitoring.liveness.probe import probe_operator
+from liveness.probe import probe_operator
 from recovery.models import RecoveryKind
 from recovery.services.tasks import OPERATOR_QUEUE, recovery_task_request
 

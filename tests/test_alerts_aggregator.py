@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState, AlertWatch, WebhookEndpoint
+from alerts.observe import AGGREGATOR_KEY
+from alerts.services import alerts_evaluate
 from devnet.aggregator import AggregatorNode
 from devnet.anvil import Anvil
-from monitoring.alerts.observe import AGGREGATOR_KEY
-from monitoring.alerts.services import alerts_evaluate
-from monitoring.models import Alert, AlertKind, AlertSeverity, AlertState, WebhookEndpoint
-from monitoring.models.alerts import AlertWatch
 from recovery.management.commands.recovery import recovery_pass
 from recovery.models import OPEN_STATUSES, AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask
 from tests.chain_fixtures import Net, net_deploy

@@ -18,21 +18,14 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from alerts.conditions import Condition
+from alerts.management.commands.alerts import ALERTS_LOCK
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState, WebhookDelivery, WebhookEndpoint
+from alerts.selectors import alert_get, alert_list, alert_open_counts, alerts_open
+from alerts.services import EvaluationResult, alert_acknowledge, alert_open, alerts_evaluate
 from controlplane.locks import advisory_lock
-from monitoring.alerts.conditions import Condition
-from monitoring.alerts.selectors import alert_get, alert_list, alert_open_counts, alerts_open
-from monitoring.alerts.services import EvaluationResult, alert_acknowledge, alert_open, alerts_evaluate
-from monitoring.management.commands.alerts import ALERTS_LOCK
-from monitoring.models import (
-    Alert,
-    AlertKind,
-    AlertSeverity,
-    AlertState,
-    Operator,
-    OperatorState,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from ledger.models import Operator
+from liveness.models import OperatorState
 from tests.factories import ETH, operator_create
 from tests.test_alerts_rules import set_state
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState, WebhookEndpoint
+from alerts.services import EvaluationResult, alerts_evaluate
 from devnet.anvil import Anvil, start_anvil
-from monitoring.alerts.services import EvaluationResult, alerts_evaluate
-from monitoring.ingest.ledger import ledger_reset
-from monitoring.ingest.sync import DeepReorgError
-from monitoring.models import Alert, AlertKind, AlertSeverity, AlertState, WebhookEndpoint
+from ledger.ingest.ledger import ledger_reset
+from ledger.ingest.sync import DeepReorgError
 from tests.chain_fixtures import Net, net_deploy
 from tests.test_alerts_rules import assert_quiet, sent
 

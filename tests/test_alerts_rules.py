@@ -8,23 +8,13 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring.alerts.services import EvaluationResult, alerts_evaluate
-from monitoring.liveness.services import operator_liveness_record
-from monitoring.models import (
-    Alert,
-    AlertKind,
-    AlertSeverity,
-    AlertState,
-    Batch,
-    BatchStatus,
-    IngestCursor,
-    Operator,
-    OperatorState,
-    Signature,
-    SignatureStatus,
-    WebhookEndpoint,
-)
-from monitoring.progress.services import batch_progress_refresh
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState, WebhookEndpoint
+from alerts.services import EvaluationResult, alerts_evaluate
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus, IngestCursor, Operator
+from liveness.models import OperatorState
+from liveness.services import operator_liveness_record
+from progress.services import batch_progress_refresh
 from recovery.jobs import run_recovery_task
 from recovery.models import RecoveryKind, RecoveryStatus, RecoveryTask
 from recovery.services.tasks import recovery_task_request
@@ -297,7 +287,7 @@ def test_it_keeps_a_kinds_alerts_as_they_are_when_its_rule_fails(
     alert = evaluate(AlertKind.OPERATOR_DOWN).opened[0]
     set_state(four_operators[0], OperatorState.UP)
 
-    from monitoring.alerts import rules
+    from alerts import rules
 
     def broken(ctx: Any) -> list[Any]:
         raise RuntimeError("rule bug")
@@ -306,7 +296,7 @@ def test_it_keeps_a_kinds_alerts_as_they_are_when_its_rule_fails(
         rules.Rule(r.kind, broken, r.resolution) if r.kind == AlertKind.OPERATOR_DOWN else r
         for r in rules.RULES
     )
-    monkeypatch.setattr("monitoring.alerts.services.RULES", broken_rules)
+    monkeypatch.setattr("alerts.services.RULES", broken_rules)
     result = evaluate(AlertKind.OPERATOR_DOWN)
     assert result.unknown == [AlertKind.OPERATOR_DOWN]
     assert result.resolved == []

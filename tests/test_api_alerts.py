@@ -12,9 +12,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState
 from controlplane.auth import api_token_create
 from controlplane.models import TokenScope
-from monitoring.models import Alert, AlertKind, AlertSeverity, AlertState
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ from django.middleware.csrf import get_token
 from django.test import Client, RequestFactory, override_settings
 from django.utils import timezone
 
+from alerts.models import Alert, AlertKind, AlertSeverity
 from controlplane.auth import api_token_create, api_token_revoke
 from controlplane.models import ApiToken, TokenScope
-from monitoring.models import Alert, AlertKind, AlertSeverity
 from recovery.models import RecoveryRun
 from tests.factories import batch_create
 

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from controlplane.auth import api_token_create
 from controlplane.models import TokenScope
-from monitoring.models import Batch, BatchProgress
+from ledger.models import Batch
+from progress.models import BatchProgress
 from tests.factories import batch_create, hex32
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,9 @@ from django.utils import timezone
 
 from controlplane.auth import api_token_create
 from controlplane.models import TokenScope
-from monitoring.models import Operator, OperatorLiveness, OperatorState
-from monitoring.selectors import STAKE_HISTORY_LIMIT
+from ledger.models import Operator
+from ledger.selectors import STAKE_HISTORY_LIMIT
+from liveness.models import OperatorLiveness, OperatorState
 from tests.factories import ETH, hex32, operator_create, stake_update
 
 pytestmark = pytest.mark.django_db

@@ -18,10 +18,12 @@ from django.utils import timezone
 from hypothesis import HealthCheck
 from schemathesis import GenerationMode
 
+from alerts.models import Alert, AlertKind, AlertSeverity, AlertState
 from controlplane.auth import api_token_create
 from controlplane.models import TokenScope
 from controlplane.wsgi import application
-from monitoring.models import Alert, AlertKind, AlertSeverity, AlertState, BatchProgress, OperatorLiveness
+from liveness.models import OperatorLiveness
+from progress.models import BatchProgress
 from recovery.models import RecoveryKind
 from recovery.services.runs import recovery_run_start
 from tests.factories import ETH, batch_create, operator_create

@@ -11,7 +11,7 @@ from py_ecc.fields import optimized_bn128_FQ2 as FQ2
 from py_ecc.optimized_bn128 import G2 as PY_ECC_G2
 from py_ecc.optimized_bn128 import b2, is_inf, is_on_curve, multiply, normalize
 
-from monitoring.bls import (
+from bls import (
     CURVE_ORDER,
     FIELD_MODULUS,
     G1_GENERATOR,
@@ -56,7 +56,7 @@ def signers() -> list[KeyPair]:
     return [keypair_from_seed("test", i) for i in range(3)]
 
 
-# --- independent reference arithmetic (plain ints, no code shared with monitoring.bls) ----------
+# --- independent reference arithmetic (plain ints, no code shared with bls) ----------
 
 
 def _is_square(value: int) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from monitoring.bls import (
+from bls import (
     G1_GENERATOR,
     G1_INFINITY,
     G2_GENERATOR,
@@ -38,7 +38,7 @@ from monitoring.bls import (
     keypair_from_seed,
     pairing_backend,
 )
-from monitoring.bls import backends as backends_module
+from bls import backends as backends_module
 from tests.test_bls import _twist_point_outside_subgroup
 
 HAS_PYREVM = importlib.util.find_spec("pyrevm") is not None
@@ -136,7 +136,7 @@ def test_it_satisfies_the_backend_protocol() -> None:
 def test_it_picks_the_faster_backend_for_auto_and_logs_the_choice_once(
     caplog: pytest.LogCaptureFixture, fresh_selection: None
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="monitoring.bls.backends"):
+    with caplog.at_level(logging.INFO, logger="bls.backends"):
         assert pairing_backend("auto").name == "pyrevm"
         assert pairing_backend("auto") is pairing_backend("auto")
     assert [r.getMessage() for r in caplog.records] == [
@@ -178,7 +178,7 @@ def test_it_raises_invalid_point_when_the_precompile_rejects_a_key_outside_the_s
 
 
 def test_it_benchmarks_naive_and_aggregated_verification_per_backend() -> None:
-    from monitoring.bls.bench import bench_backends
+    from bls.bench import bench_backends
 
     report = bench_backends(n_signatures=2)
     assert report["n_signatures"] == 2

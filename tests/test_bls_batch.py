@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from monitoring.bls import (
+from bls import (
     G1_GENERATOR,
     G1_INFINITY,
     G2_GENERATOR,

@@ -7,9 +7,7 @@ import time
 import pytest
 from eth_utils import keccak
 
-from devnet.anvil import free_port
-from devnet.faultproxy import FaultProxy
-from monitoring.chain import (
+from chain import (
     AdaptiveRange,
     BlockNotFound,
     ChainClient,
@@ -21,6 +19,8 @@ from monitoring.chain import (
     fetch_logs,
     rpc_error_for,
 )
+from devnet.anvil import free_port
+from devnet.faultproxy import FaultProxy
 
 PING_TOPIC = "0x" + keccak(b"Ping(bytes32,bytes)").hex()
 
@@ -83,7 +83,7 @@ def populate(anvil, contract: str, *, rounds: int, gap: int) -> int:
 
 
 def chain_logger_records(caplog):
-    return [r for r in caplog.records if r.name == "monitoring.chain"]
+    return [r for r in caplog.records if r.name == "chain"]
 
 
 def test_it_reads_head_chain_id_and_blocks_like_the_node(anvil):
@@ -186,7 +186,7 @@ def test_it_shrinks_the_range_and_returns_exactly_the_logs_of_small_ranges(anvil
     ]
     assert len(expected) == pings
 
-    caplog.set_level(logging.WARNING, logger="monitoring.chain")
+    caplog.set_level(logging.WARNING, logger="chain")
     window = AdaptiveRange(initial=2000)
     seen_chunks: list[tuple[int, int]] = []
     with FaultProxy(anvil.url, max_log_range=40) as proxy, ChainClient(proxy.url) as client:
@@ -256,7 +256,7 @@ def test_it_tracks_the_window_size():
 
 
 def test_it_retries_transient_faults_with_increasing_capped_backoff(anvil, caplog):
-    caplog.set_level(logging.WARNING, logger="monitoring.chain")
+    caplog.set_level(logging.WARNING, logger="chain")
     delays, sleep = recorder()
     with FaultProxy(anvil.url, fail_first=6, fail_status=503) as proxy:
         client = ChainClient(proxy.url, backoff_base=0.25, backoff_cap=1.5, sleep=sleep)
@@ -344,7 +344,7 @@ def test_it_raises_transient_error_when_the_node_is_down(caplog):
     # Every logger at WARNING and above: urllib3 must not add its own warnings or tracebacks.
     records = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(records) == 2
-    assert all(r.name == "monitoring.chain" and r.exc_info is None for r in records)
+    assert all(r.name == "chain" and r.exc_info is None for r in records)
     assert records[0].getMessage() == (
         f"rpc eth_blockNumber failed (connection refused); attempt 1/3, retry in {delays[0]:.2f}s"
     )

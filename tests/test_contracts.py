@@ -13,9 +13,9 @@ from eth_utils import keccak
 from web3 import Web3
 from web3.types import Nonce, TxParams, Wei
 
+from bls import KeyPair, aggregate_g1, aggregate_g2, hash_to_g1, keypair_from_seed
 from devnet import contracts as c
 from devnet.anvil import Anvil
-from monitoring.bls import KeyPair, aggregate_g1, aggregate_g2, hash_to_g1, keypair_from_seed
 
 ETH = 10**18
 STAKES = (10 * ETH, 20 * ETH, 30 * ETH, 40 * ETH)

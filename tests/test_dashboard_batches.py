@@ -10,17 +10,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.dashboard.selectors import batch_snapshot_data
-from monitoring.models import (
-    Batch,
-    BatchProgressChange,
-    IngestCursor,
-    Operator,
-    OperatorLiveness,
-    Signature,
-    SignatureStatus,
-)
-from monitoring.progress.services import batch_progress_refresh
+from dashboard.selectors import batch_snapshot_data
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, IngestCursor, Operator
+from liveness.models import OperatorLiveness
+from progress.models import BatchProgressChange
+from progress.services import batch_progress_refresh
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryTask
 from tests.factories import CHAIN_ID, ETH, SERVICE_MANAGER, batch_create, hex32, operator_create
 

@@ -21,9 +21,9 @@ import psycopg
 import pytest
 import requests
 
+from bls import keypair_from_secret
 from devnet.anvil import free_port
 from devnet.stack import CONTROL_PLANE_ENV, ControlPlane
-from monitoring.bls import keypair_from_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -10,15 +10,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.dashboard.operator_selectors import uptime_segments
-from monitoring.models import (
-    Batch,
-    Operator,
-    OperatorLiveness,
-    OperatorStateChange,
-    Signature,
-    SignatureStatus,
-)
+from dashboard.operator_selectors import uptime_segments
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, Operator
+from liveness.models import OperatorLiveness, OperatorStateChange
 from recovery.models import RecoveryKind, RecoveryTask
 from tests.factories import ETH, batch_create, hex32, operator_create
 

@@ -10,17 +10,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.dashboard.overview_selectors import overview_snapshot_data
-from monitoring.models import (
-    Alert,
-    Block,
-    IngestCursor,
-    IngestIncident,
-    IngestIncidentKind,
-    Operator,
-    OperatorLiveness,
-)
-from monitoring.progress.services import batch_progress_refresh
+from alerts.models import Alert
+from dashboard.overview_selectors import overview_snapshot_data
+from ledger.models import Block, IngestCursor, IngestIncident, IngestIncidentKind, Operator
+from liveness.models import OperatorLiveness
+from progress.services import batch_progress_refresh
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask
 from tests.factories import CHAIN_ID, ETH, REGISTRY, SERVICE_MANAGER, batch_create, hex32, operator_create
 

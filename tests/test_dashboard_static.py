@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from controlplane.vendor_static import ROOT, VENDOR_DIR, VENDORED, main, vendor_check, vendor_copy
-from monitoring.dashboard.formatting import eth_display, percent_display, relative_display
+from dashboard.formatting import eth_display, percent_display, relative_display
 from tests.factories import batch_create
 
 

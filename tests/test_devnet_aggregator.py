@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import requests
 
+from chain.abi import TOPICS
 from devnet import contracts
 from devnet.aggregator import AggregatorNode, run_aggregator
 from devnet.anvil import free_port
-from monitoring.ingest.abi import TOPICS
 from tests.chain_fixtures import Net, net_deploy, signed_response
 
 ETH = 10**18

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import requests
 
+from bls import G1Point, keypair_from_secret, verify
 from devnet import contracts
 from devnet.anvil import free_port
 from devnet.batcher import BatchStore, serve_batches
 from devnet.batches import make_batch
 from devnet.faultproxy import FaultProxy
 from devnet.operator import OperatorNode, OperatorTiming, parse_control_request
-from monitoring.bls import G1Point, keypair_from_secret, verify
 from tests.chain_fixtures import Net, net_deploy
 
 TOKEN = "control-token-{index}"

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from devnet.anvil import start_anvil
-from monitoring.ingest.ledger import ledger_reset
-from monitoring.ingest.sync import ChainChangedError
-from monitoring.models import Batch, IngestCursor, IngestIncident, IngestIncidentKind
+from ledger.ingest.ledger import ledger_reset
+from ledger.ingest.sync import ChainChangedError
+from ledger.models import Batch, IngestCursor, IngestIncident, IngestIncidentKind
 from tests.chain_fixtures import net_deploy
 
 

@@ -6,10 +6,10 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from monitoring.chain import RawLog
-from monitoring.ingest.abi import TOPICS, DecodeError, batch_identifier, decode_log
-from monitoring.ingest.ledger import ledger_apply
-from monitoring.models import Batch, BatchStatus, ChainEvent, Operator, OperatorStake
+from chain import RawLog
+from chain.abi import TOPICS, DecodeError, batch_identifier, decode_log
+from ledger.ingest.ledger import ledger_apply
+from ledger.models import Batch, BatchStatus, ChainEvent, Operator, OperatorStake
 
 ROOT = "0x" + "ab" * 32
 SENDER = "0x" + "12" * 20

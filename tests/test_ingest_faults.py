@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from devnet.faultproxy import FaultProxy
-from monitoring.models import Batch, ChainEvent
+from ledger.models import Batch, ChainEvent
 from tests.chain_fixtures import net_deploy
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from devnet import contracts
 from devnet.batches import make_batch
-from monitoring.ingest.sync import DeepReorgError
-from monitoring.models import Batch, BatchStatus, ChainEvent, IngestCursor, IngestIncident, IngestIncidentKind
+from ledger.ingest.sync import DeepReorgError
+from ledger.models import Batch, BatchStatus, ChainEvent, IngestCursor, IngestIncident, IngestIncidentKind
 from tests.chain_fixtures import Net, net_deploy
 
 

@@ -7,26 +7,15 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring.dashboard.overview_selectors import alerts_latest
-from monitoring.ingest.ledger import ledger_reset
-from monitoring.liveness.services import operator_liveness_record
-from monitoring.models import (
-    Alert,
-    AlertKind,
-    AlertState,
-    Batch,
-    BatchProgress,
-    BatchRefusal,
-    Operator,
-    OperatorLiveness,
-    OperatorState,
-    OperatorStateChange,
-    Signature,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
-from monitoring.models.alerts import AlertWatch
-from monitoring.progress.services import batch_progress_refresh
+from alerts.models import Alert, AlertKind, AlertState, AlertWatch, WebhookDelivery, WebhookEndpoint
+from dashboard.overview_selectors import alerts_latest
+from intake.models import BatchRefusal, Signature
+from ledger.ingest.ledger import ledger_reset
+from ledger.models import Batch, Operator
+from liveness.models import OperatorLiveness, OperatorState, OperatorStateChange
+from liveness.services import operator_liveness_record
+from progress.models import BatchProgress
+from progress.services import batch_progress_refresh
 from recovery.models import (
     AggregatorBoot,
     CatchupAsk,

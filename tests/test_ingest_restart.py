@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.models import Batch, ChainEvent, IngestCursor
+from ledger.models import Batch, ChainEvent, IngestCursor
 from tests.chain_fixtures import net_deploy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from devnet import contracts
-from monitoring.models import Batch
-from monitoring.selectors import operator_stake_at_block, total_stake_at_block
+from ledger.models import Batch
+from ledger.selectors import operator_stake_at_block, total_stake_at_block
 from tests.chain_fixtures import net_deploy
 
 

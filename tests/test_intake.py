@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.models import Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
+from intake.verify import signatures_verify_batch
 from tests.chain_fixtures import net_deploy, signed_response
 
 URL = "/api/v1/signatures"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from devnet.anvil import free_port
-from monitoring.models import Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
 from tests.chain_fixtures import net_deploy, signed_response
 
 ROOT = Path(__file__).resolve().parent.parent

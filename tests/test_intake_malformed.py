@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from monitoring.bls import FIELD_MODULUS
-from monitoring.models import Signature
+from bls import FIELD_MODULUS
+from intake.models import Signature
 
 URL = "/api/v1/signatures"
 GOOD = {

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.intake.jobs import intake_sweep
-from monitoring.intake.services import signatures_expire_waiting, signatures_match_waiting
-from monitoring.models import BatchProgress, Signature, SignatureStatus
+from intake.jobs import intake_sweep
+from intake.models import Signature, SignatureStatus
+from intake.services import signatures_expire_waiting, signatures_match_waiting
+from progress.models import BatchProgress
 from tests.chain_fixtures import net_deploy, signed_response
 
 

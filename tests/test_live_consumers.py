@@ -21,11 +21,12 @@ from django.db import transaction
 from django.test import Client
 
 from controlplane.asgi import application
-from monitoring.intake.parse import signed_response_parse
-from monitoring.intake.services import SubmitResult, signature_submit
-from monitoring.live.publish import EPOCH_KEY, batch_group, seq_key
-from monitoring.models import Batch, BatchStatus, Signature
-from monitoring.selectors import operator_stakes_at_block
+from dashboard.live.publish import EPOCH_KEY, batch_group, seq_key
+from intake.models import Signature
+from intake.parse import signed_response_parse
+from intake.services import SubmitResult, signature_submit
+from ledger.models import Batch, BatchStatus
+from ledger.selectors import operator_stakes_at_block
 from tests.chain_fixtures import Net, net_deploy, signed_response
 
 pytestmark = pytest.mark.django_db(transaction=True)

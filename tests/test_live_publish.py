@@ -16,17 +16,20 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from dashboard.live import publish
+from dashboard.live.notify import BATCH_MESSAGES_PER_CHUNK
+from dashboard.live.publish import OUTBOX_KEY, QUORUM_GROUP, batch_group, seq_key
+from dashboard.live.relay import live_relay_ensure
 from devnet.anvil import free_port
-from monitoring.intake.parse import signed_response_parse
-from monitoring.intake.services import signature_submit
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.live import publish
-from monitoring.live.notify import BATCH_MESSAGES_PER_CHUNK
-from monitoring.live.publish import OUTBOX_KEY, QUORUM_GROUP, batch_group, seq_key
-from monitoring.live.relay import live_relay_ensure
-from monitoring.liveness.services import operator_liveness_record
-from monitoring.models import Batch, BatchProgress, OperatorState, Signature
-from monitoring.progress.services import progress_refresh_pending
+from intake.models import Signature
+from intake.parse import signed_response_parse
+from intake.services import signature_submit
+from intake.verify import signatures_verify_batch
+from ledger.models import Batch
+from liveness.models import OperatorState
+from liveness.services import operator_liveness_record
+from progress.models import BatchProgress
+from progress.services import progress_refresh_pending
 from recovery.models import RecoveryKind
 from recovery.services.runs import recovery_run_start
 from tests.chain_fixtures import Net, net_deploy, signed_response
@@ -237,7 +240,7 @@ def test_it_never_fails_or_delays_a_signature_while_redis_is_unreachable(
     monkeypatch.setattr(publish, "_skipped", set())
     monkeypatch.setattr(publish, "_redis", None)
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    caplog.set_level(logging.WARNING, logger="monitoring.live")
+    caplog.set_level(logging.WARNING, logger="dashboard.live")
 
     started = time.perf_counter()
     submit(net, root, 0)

@@ -16,28 +16,21 @@ from django.db import connection
 from pytest_django import DjangoAssertNumQueries, Settings
 
 from controlplane.locks import advisory_lock
-from monitoring.liveness.jobs import PROBE_LOCK, probe_operators_job
-from monitoring.liveness.probe import probe_operator
-from monitoring.liveness.selectors import (
+from intake.models import BatchRefusal, Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus
+from liveness.jobs import PROBE_LOCK, probe_operators_job
+from liveness.models import OperatorLiveness, OperatorState, OperatorStateChange
+from liveness.probe import probe_operator
+from liveness.selectors import (
     operator_downtime_windows,
     operator_missed_batches,
     operators_live_ids,
 )
-from monitoring.liveness.services import (
+from liveness.services import (
     SIGN_OF_LIFE_REASON,
     operator_liveness_record,
     operator_sign_of_life,
     operators_probe,
-)
-from monitoring.models import (
-    Batch,
-    BatchRefusal,
-    BatchStatus,
-    OperatorLiveness,
-    OperatorState,
-    OperatorStateChange,
-    Signature,
-    SignatureStatus,
 )
 from tests.factories import batch_create, hex32, operator_create
 

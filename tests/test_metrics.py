@@ -11,17 +11,10 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.liveness.services import operator_liveness_record
-from monitoring.models import (
-    Alert,
-    AlertKind,
-    AlertSeverity,
-    OperatorState,
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEvent,
-)
+from alerts.models import Alert, AlertKind, AlertSeverity, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from intake.verify import signatures_verify_batch
+from liveness.models import OperatorState
+from liveness.services import operator_liveness_record
 from recovery.models import RecoveryKind
 from recovery.services.tasks import recovery_task_request
 from tests.chain_fixtures import Net, net_deploy, signed_response

@@ -9,15 +9,10 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from devnet import contracts
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.models import (
-    BatchProgress,
-    BatchProgressChange,
-    BatchProgressChangeKind,
-    OperatorLiveness,
-    OperatorState,
-)
-from monitoring.progress.services import batch_progress_refresh
+from intake.verify import signatures_verify_batch
+from liveness.models import OperatorLiveness, OperatorState
+from progress.models import BatchProgress, BatchProgressChange, BatchProgressChangeKind
+from progress.services import batch_progress_refresh
 from tests.chain_fixtures import net_deploy, signed_response
 
 ETH = 10**18

@@ -30,15 +30,9 @@ from devnet.batches import make_batch
 from devnet.network import ecdsa_account, operator_keypair
 from devnet.operator import OperatorNode, OperatorTiming
 from devnet.state import save_state
-from monitoring.models import (
-    Batch,
-    BatchRefusal,
-    BatchStatus,
-    OperatorLiveness,
-    OperatorState,
-    Signature,
-    SignatureStatus,
-)
+from intake.models import BatchRefusal, Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus
+from liveness.models import OperatorLiveness, OperatorState
 from recovery.models import CatchupAsk, RecoveryKind, RecoveryStatus, RecoveryTask
 from recovery.services.catchup import (
     catchup_execute,

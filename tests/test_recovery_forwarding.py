@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from devnet import contracts
 from devnet.aggregator import AggregatorNode
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.models import Batch, BatchStatus, Signature
+from intake.models import Signature
+from intake.verify import signatures_verify_batch
+from ledger.models import Batch, BatchStatus
 from recovery.management.commands.recovery import recovery_pass
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask, SignatureDelivery
 from recovery.services.tasks import recovery_task_request

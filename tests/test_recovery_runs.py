@@ -13,7 +13,8 @@ from rest_framework.test import APIClient
 
 from controlplane.auth import api_token_create
 from controlplane.models import TokenScope
-from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus, Operator
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 from recovery.services.forwarding import signature_payload
 from recovery.services.runs import catchup_plan, recovery_run_start, replay_plan
@@ -439,7 +440,7 @@ def test_it_admin_batch_actions_start_audited_runs(ledger: dict[str, Any], staff
     a, c = ledger["a"], ledger["c"]
 
     dry = client.post(
-        "/admin/monitoring/batch/",
+        "/admin/ledger/batch/",
         {"action": "replay_dry_run", "_selected_action": [a.id, c.id], "index": 0},
         follow=True,
     )
@@ -459,7 +460,7 @@ def test_it_admin_batch_actions_start_audited_runs(ledger: dict[str, Any], staff
     assert RecoveryTask.objects.count() == 0
 
     real = client.post(
-        "/admin/monitoring/batch/",
+        "/admin/ledger/batch/",
         {"action": "replay", "_selected_action": [a.id, c.id], "index": 0},
         follow=True,
     )
@@ -477,7 +478,7 @@ def test_it_admin_operator_actions_start_catchups(ledger: dict[str, Any], staff:
     bob = ledger["bob"]
 
     dry = client.post(
-        "/admin/monitoring/operator/",
+        "/admin/ledger/operator/",
         {"action": "catchup_dry_run", "_selected_action": [bob.id], "index": 0},
         follow=True,
     )
@@ -492,9 +493,7 @@ def test_it_admin_operator_actions_start_catchups(ledger: dict[str, Any], staff:
         True,
     )
 
-    client.post(
-        "/admin/monitoring/operator/", {"action": "catchup", "_selected_action": [bob.id], "index": 0}
-    )
+    client.post("/admin/ledger/operator/", {"action": "catchup", "_selected_action": [bob.id], "index": 0})
 
     [task] = RecoveryTask.objects.all()
     assert (task.kind, task.subject, task.requested_by) == ("catchup", bob.operator_id, "ops-alice")
@@ -534,7 +533,7 @@ def test_it_admin_actions_need_staff(ledger: dict[str, Any]) -> None:
     client = _admin_client(user, "view_batch")
 
     response = client.post(
-        "/admin/monitoring/batch/", {"action": "replay", "_selected_action": [ledger["a"].id], "index": 0}
+        "/admin/ledger/batch/", {"action": "replay", "_selected_action": [ledger["a"].id], "index": 0}
     )
 
     assert response.status_code == 302

@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring.models import (
-    Alert,
-    Batch,
-    BatchProgress,
-    BatchStatus,
-    Signature,
-    SignatureStatus,
-    WebhookAttempt,
-    WebhookDelivery,
-    WebhookDeliveryStatus,
-    WebhookEndpoint,
-)
-from monitoring.progress.services import batch_progress_refresh
+from alerts.models import Alert, WebhookAttempt, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus
+from progress.models import BatchProgress
+from progress.services import batch_progress_refresh
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 from recovery.services import retention
 from recovery.services.retention import retention_prune

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from monitoring.selectors import operator_stake_at_block, total_stake_at_block
+from ledger.selectors import operator_stake_at_block, total_stake_at_block
 from tests.factories import ETH, hex32, operator_create, stake_update
 
 pytestmark = pytest.mark.django_db

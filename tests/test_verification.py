@@ -7,10 +7,11 @@ import json
 import pytest
 from django.contrib.auth.models import User
 
+from bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
 from devnet import contracts
-from monitoring.bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
-from monitoring.intake.verify import signatures_verify_batch
-from monitoring.models import OperatorLiveness, Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
+from intake.verify import signatures_verify_batch
+from liveness.models import OperatorLiveness
 from tests.chain_fixtures import net_deploy, signed_response
 
 

@@ -20,18 +20,7 @@ from django.test import Client
 from django.utils import timezone
 from rq import SimpleWorker
 
-from monitoring.alerts.payload import ZERO_TIME, labels_fingerprint, webhook_payload
-from monitoring.alerts.webhooks import (
-    NO_SECRET,
-    PostResult,
-    backoff_seconds,
-    webhook_deliveries_reconcile,
-    webhook_deliveries_request,
-    webhook_delivery_claim,
-    webhook_delivery_settle,
-    webhook_signature_verify,
-)
-from monitoring.models import (
+from alerts.models import (
     Alert,
     AlertKind,
     AlertSeverity,
@@ -41,6 +30,17 @@ from monitoring.models import (
     WebhookDeliveryStatus,
     WebhookEndpoint,
     WebhookEvent,
+)
+from alerts.payload import ZERO_TIME, labels_fingerprint, webhook_payload
+from alerts.webhooks import (
+    NO_SECRET,
+    PostResult,
+    backoff_seconds,
+    webhook_deliveries_reconcile,
+    webhook_deliveries_request,
+    webhook_delivery_claim,
+    webhook_delivery_settle,
+    webhook_signature_verify,
 )
 
 SECRET = "test-webhook-secret"
@@ -455,7 +455,7 @@ def test_it_lets_staff_register_endpoints_and_acknowledge_alerts_in_the_admin():
     client = Client()
     client.force_login(staff)
     response = client.post(
-        "/admin/monitoring/webhookendpoint/add/",
+        "/admin/alerts/webhookendpoint/add/",
         {"name": "pager", "url": "https://hooks.example.org/x", "active": "on"},
     )
     assert response.status_code == 302, response.content[:500]
@@ -467,16 +467,14 @@ def test_it_lets_staff_register_endpoints_and_acknowledge_alerts_in_the_admin():
         summary="stake online 40%",
         opened_at=timezone.now(),
     )
-    assert client.get(f"/admin/monitoring/webhookendpoint/{hook.id}/change/").status_code == 200
-    assert client.get("/admin/monitoring/alert/").status_code == 200
-    assert client.get(f"/admin/monitoring/alert/{alert.id}/change/").status_code == 200
-    response = client.post(
-        "/admin/monitoring/alert/", {"action": "acknowledge", "_selected_action": [alert.id]}
-    )
+    assert client.get(f"/admin/alerts/webhookendpoint/{hook.id}/change/").status_code == 200
+    assert client.get("/admin/alerts/alert/").status_code == 200
+    assert client.get(f"/admin/alerts/alert/{alert.id}/change/").status_code == 200
+    response = client.post("/admin/alerts/alert/", {"action": "acknowledge", "_selected_action": [alert.id]})
     assert response.status_code == 302
     alert.refresh_from_db()
     assert alert.acknowledged_by == "ops"
     assert alert.acknowledged_at is not None
     # The alert itself is read-only: no edits, no deletes, no hand-made alerts.
-    assert client.post(f"/admin/monitoring/alert/{alert.id}/delete/").status_code == 403
-    assert client.get("/admin/monitoring/alert/add/").status_code == 403
+    assert client.post(f"/admin/alerts/alert/{alert.id}/delete/").status_code == 403
+    assert client.get("/admin/alerts/alert/add/").status_code == 403

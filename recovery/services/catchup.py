@@ -33,8 +33,10 @@ from django.db import connection
 from django.utils import timezone
 
 from controlplane.outbound import OutboundError, OutboundRefused, Target, operator_target, request
-from monitoring.models import Batch, BatchRefusal, BatchStatus, Operator, OperatorState, SignatureStatus
-from monitoring.selectors import stake_at_block_sql
+from intake.models import BatchRefusal, SignatureStatus
+from ledger.models import Batch, BatchStatus, Operator
+from ledger.selectors import stake_at_block_sql
+from liveness.models import OperatorState
 from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
 from recovery.services.tasks import Outcome, recovery_task_request
 

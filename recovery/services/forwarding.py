@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
-from monitoring.models import Batch, BatchStatus, Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus
 from recovery.aggregator import (
     AggregatorAnswer,
     AggregatorUnavailable,

@@ -12,8 +12,9 @@ from typing import Any
 from django.db import transaction
 
 from controlplane.changes import change_announce, recovery_run_recorded
-from monitoring.models import Batch, BatchStatus, Operator, Signature, SignatureStatus
-from monitoring.selectors import bytes32_normalize
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus, Operator
+from ledger.selectors import bytes32_normalize
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryTask
 from recovery.services.forwarding import signature_payload
 from recovery.services.tasks import recovery_task_request

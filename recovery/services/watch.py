@@ -9,7 +9,9 @@ from django.db.models import Count, Exists, Max, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from monitoring.models import Batch, BatchProgress, BatchStatus, IngestCursor, Signature, SignatureStatus
+from intake.models import Signature, SignatureStatus
+from ledger.models import Batch, BatchStatus, IngestCursor
+from progress.models import BatchProgress
 from recovery.aggregator import AggregatorUnavailable, aggregator_health, aggregator_url
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryTask, SignatureDelivery
 from recovery.services.tasks import backoff_seconds, recovery_task_request

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 from django.db import connection
 
-from monitoring.bls import G1Point, g1_mul
+from bls import G1Point, g1_mul
 from tests.benchmarks.intake import precompute
 from tests.benchmarks.serve import served
 from tests.chain_fixtures import Net

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from django.db import connection
 
-from monitoring.bls import keypair_from_secret, verify
+from bls import keypair_from_secret, verify
 from tests.benchmarks.serve import served
 from tests.chain_fixtures import Net
 
@@ -43,7 +43,7 @@ def precompute(net: Net, batches: list[tuple[str, str, str]]) -> list[dict[str, 
 
 def naive_rate(net: Net, bodies: list[dict[str, Any]], samples: int = 4) -> float:
     """Signatures/s verifying one py-ecc pairing check per signature."""
-    from monitoring.bls import G1Point
+    from bls import G1Point
 
     keys = {
         "0x" + keypair_from_secret(int(op["bls_secret"], 16)).operator_id.hex(): keypair_from_secret(

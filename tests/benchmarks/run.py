@@ -32,11 +32,11 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from web3 import Web3  # noqa: E402
 
+from chain import ChainClient  # noqa: E402
+from chain.abi import TOPICS, decode_log  # noqa: E402
 from controlplane.preflight import check_postgres  # noqa: E402
 from devnet import contracts  # noqa: E402
 from devnet.anvil import Anvil, start_anvil  # noqa: E402
-from monitoring.chain import ChainClient  # noqa: E402
-from monitoring.ingest.abi import TOPICS, decode_log  # noqa: E402
 from tests.chain_fixtures import Net, net_deploy  # noqa: E402
 
 TASKS_PER_TX = 100
@@ -202,7 +202,7 @@ def bench_flood_main(*, operators: int) -> None:
 
 
 def bench_bls(signers: int) -> None:
-    from monitoring.bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
+    from bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
     message = bytes(range(32))
     keys = [keypair_from_seed("bench", i) for i in range(signers)]

@@ -249,7 +249,7 @@ class Command(BaseCommand):
             return False
 
     def _check_chain_settings(self) -> None:
-        from monitoring.ingest.config import IngestConfigError, ingest_source_load
+        from ledger.ingest.config import IngestConfigError, ingest_source_load
 
         try:
             source = ingest_source_load()

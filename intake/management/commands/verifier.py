@@ -1,0 +1,62 @@
+"""``python manage.py verifier [--once]`` — verify signatures per batch as they arrive; keep progress fresh.
+
+Woken by Postgres NOTIFY from the intake (sent on commit), so a signature is verified within milliseconds;
+a periodic sweep also matches and expires waiting signatures, picks up anything missed (a notification sent
+while the listener was reconnecting, say), and refreshes the progress of pending batches. Safe as several
+replicas: every claim skips rows another verifier holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from controlplane.locks import PgListener
+from controlplane.loops import Loop, loop_run
+from intake.jobs import intake_sweep
+from intake.services import NOTIFY_CHANNEL
+from intake.verify import signatures_verify_batch
+
+logger = logging.getLogger("intake")
+
+# After the first notification, gather others this long so a burst for one batch becomes one micro-batch.
+GATHER_SECONDS = 0.02
+# The longest a step waits for notifications, so a stop request is seen promptly.
+MAX_WAIT_SECONDS = 0.5
+
+
+class Command(BaseCommand):
+    help = "Verify pending signatures in micro-batches per batch and keep quorum progress fresh."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="one sweep, then exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            counts = intake_sweep()
+            self.stdout.write("verifier: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return
+        interval = float(settings.VERIFIER_POLL_INTERVAL)
+        listener = PgListener(NOTIFY_CHANNEL)
+        next_sweep = 0.0
+
+        def step() -> None:
+            nonlocal next_sweep
+            if time.monotonic() >= next_sweep:
+                counts = intake_sweep()
+                if counts["verified"] or counts["invalid"] or counts["matched"] or counts["expired"]:
+                    logger.info("verifier sweep: %s", counts)
+                next_sweep = time.monotonic() + interval
+            wait = max(0.01, min(MAX_WAIT_SECONDS, next_sweep - time.monotonic()))
+            for identifier in sorted(listener.wait(timeout=wait, gather=GATHER_SECONDS)):
+                signatures_verify_batch(batch_identifier=identifier)
+
+        try:
+            # No lock: replicas share the work. The step waits for notifications itself, so no interval.
+            loop_run(Loop(name="verifier", step=step, interval=0.0))
+        finally:
+            listener.close()
