@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +50,8 @@ from alerts.models import (
 from alerts.payload import webhook_payload
 from controlplane.jobs import job_enqueue
 from controlplane.outbound import OutboundError, configured_target, request
+from controlplane.rowqueue import Lease, RowQueue, row_claim, row_settle, rows_due
+from controlplane.rowqueue import backoff_seconds as _backoff
 
 logger = logging.getLogger("alerts")
 
@@ -63,6 +64,19 @@ NO_SECRET = "WEBHOOK_SECRET is not configured: not sent (signing is required)"
 
 _DELIVERY = WebhookDelivery._meta.db_table
 _ENDPOINT = WebhookEndpoint._meta.db_table
+
+# A claim leaves the row pending; its live lease marks it held, and the lease's end fences the settle. Only an
+# active endpoint's rows are claimed, and a resolution only once its firing reached that endpoint.
+QUEUE = RowQueue(
+    model=WebhookDelivery,
+    lease_seconds=lambda: float(settings.WEBHOOK_LEASE_SECONDS),
+    claim_condition=f"""
+        EXISTS (SELECT 1 FROM {_ENDPOINT} e WHERE e.id = r.endpoint_id AND e.active)
+        AND NOT (r.event = 'resolved' AND EXISTS (
+            SELECT 1 FROM {_DELIVERY} f WHERE f.endpoint_id = r.endpoint_id
+                AND f.alert_id = r.alert_id AND f.event = 'firing' AND f.status = 'pending'))
+    """,
+)
 
 
 # --- Signing ------------------------------------------------------------------------------------
@@ -149,14 +163,8 @@ def _sendable(*, now: datetime) -> QuerySet[WebhookDelivery]:
 
 
 def webhook_deliveries_due(*, limit: int = 500) -> list[tuple[int, int]]:
-    """(id, attempts) of the sendable rows that are due, longest waiting first."""
-    now = timezone.now()
-    return list(
-        _sendable(now=now)
-        .filter(next_attempt_at__lte=now)
-        .order_by("next_attempt_at", "id")
-        .values_list("id", "attempts")[:limit]
-    )
+    """(id, attempts) of the sendable rows that are due (or whose lease expired), longest waiting first."""
+    return rows_due(queue=QUEUE, fields=("id", "attempts"), limit=limit, within=_sendable(now=timezone.now()))
 
 
 def _enqueue_all(rows: list[tuple[int, int]]) -> None:
@@ -198,39 +206,20 @@ def backoff_seconds(*, attempts: int) -> float:
 
     Never gives up by itself; the jitter spreads out retries of rows that failed together.
     """
-    cap = float(settings.WEBHOOK_BACKOFF_CAP)
-    ceiling = min(cap, float(2 ** min(max(0, attempts - 1), 32)))
-    return ceiling * (0.5 + 0.5 * random.random())
+    return _backoff(attempts=attempts, cap=float(settings.WEBHOOK_BACKOFF_CAP), jitter=True)
 
 
 def webhook_delivery_claim(*, delivery_id: int) -> Claim | None:
     """Take the row if it is due, its endpoint is active, nobody holds a live lease on it, and (for a
-    resolution) the firing reached that endpoint first; None otherwise. One conditional UPDATE.
-
-    clock_timestamp(), not now(): now() is the transaction's start, which a long transaction would freeze.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            UPDATE {_DELIVERY} AS d
-            SET lease_until = clock_timestamp() + make_interval(secs => %s), attempts = d.attempts + 1
-            WHERE d.id = %s AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
-                AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
-                AND EXISTS (SELECT 1 FROM {_ENDPOINT} e WHERE e.id = d.endpoint_id AND e.active)
-                AND NOT (d.event = 'resolved' AND EXISTS (
-                    SELECT 1 FROM {_DELIVERY} f WHERE f.endpoint_id = d.endpoint_id
-                        AND f.alert_id = d.alert_id AND f.event = 'firing' AND f.status = 'pending'))
-            RETURNING d.lease_until
-            """,
-            [float(settings.WEBHOOK_LEASE_SECONDS), delivery_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
+    resolution) the firing reached that endpoint first; None otherwise. One conditional UPDATE."""
+    lease = row_claim(queue=QUEUE, row_id=delivery_id)
+    if lease is None:
         return None
     delivery = WebhookDelivery.objects.select_related("endpoint", "alert").filter(id=delivery_id).first()
     if delivery is None:  # its endpoint was deleted a moment ago (the rows cascade): nothing is owed any more
         return None
-    return Claim(delivery=delivery, lease_until=row[0])
+    assert isinstance(lease.token, datetime)  # fenced by the lease's end (no holder column)
+    return Claim(delivery=delivery, lease_until=lease.token)
 
 
 @dataclass(frozen=True)
@@ -310,9 +299,9 @@ def webhook_delivery_settle(*, claim: Claim, response: PostResult) -> bool:
             error=response.error[:2000],
             duration_ms=response.duration_ms,
         )
-        updated = WebhookDelivery.objects.filter(
-            id=delivery.id, status=WebhookDeliveryStatus.PENDING, lease_until=claim.lease_until
-        ).update(**fields)
+        updated = row_settle(
+            queue=QUEUE, lease=Lease(row_id=delivery.id, token=claim.lease_until), fields=fields
+        )
         if updated and response.ok:
             _receiver_is_back(endpoint_id=delivery.endpoint_id)
     if not response.ok:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -24,11 +22,23 @@ from django.utils import timezone
 
 from controlplane.changes import change_announce, recovery_task_changed
 from controlplane.jobs import job_enqueue
+from controlplane.rowqueue import Lease, RowQueue, row_claim, row_lease_kept, row_renew, row_settle, rows_due
+from controlplane.rowqueue import backoff_seconds as _backoff
 from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 
 logger = logging.getLogger("recovery")
 
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+# A claim moves the row to "running" and writes its own token to leased_by: a run that outlived its lease can
+# never settle, or renew, a claim made since (controlplane.rowqueue).
+QUEUE = RowQueue(
+    model=RecoveryTask,
+    lease_seconds=lambda: float(settings.RECOVERY_LEASE_SECONDS),
+    held_status=RecoveryStatus.RUNNING,
+    holder_column="leased_by",
+    touched_column="updated_at",
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +64,7 @@ class Outcome:
 
 def backoff_seconds(attempts: int) -> float:
     """Capped exponential backoff: 1, 2, 4 … up to RECOVERY_BACKOFF_CAP seconds; never gives up by itself."""
-    cap = float(settings.RECOVERY_BACKOFF_CAP)
-    return float(min(cap, 2 ** max(0, attempts - 1)))
+    return _backoff(attempts=attempts, cap=float(settings.RECOVERY_BACKOFF_CAP))
 
 
 def recovery_task_request(
@@ -129,25 +138,9 @@ def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "") -> Non
 
 
 def recovery_task_claim(*, task_id: int, worker: str = WORKER_NAME) -> RecoveryTask | None:
-    """Take the task if it is due (pending) or its holder's lease ran out; None if someone else has it.
-
-    clock_timestamp(), not now(): now() is the transaction's start, which a long transaction would freeze.
-    """
-    lease = float(settings.RECOVERY_LEASE_SECONDS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE recovery_recoverytask
-            SET status = 'running', lease_until = clock_timestamp() + make_interval(secs => %s),
-                leased_by = %s, attempts = attempts + 1, updated_at = clock_timestamp()
-            WHERE id = %s AND ((status = 'pending' AND next_attempt_at <= clock_timestamp())
-                OR (status = 'running' AND lease_until < clock_timestamp()))
-            RETURNING id
-            """,
-            [lease, worker[:128], task_id],
-        )
-        row = cursor.fetchone()
-    return RecoveryTask.objects.get(id=row[0]) if row else None
+    """Take the task if it is due (pending) or its holder's lease ran out; None if someone else has it."""
+    lease = row_claim(queue=QUEUE, row_id=task_id, token=worker[:128])
+    return RecoveryTask.objects.get(id=task_id) if lease is not None else None
 
 
 def recovery_task_settle(*, task: RecoveryTask, outcome: Outcome, worker: str = WORKER_NAME) -> bool:
@@ -166,9 +159,7 @@ def recovery_task_settle(*, task: RecoveryTask, outcome: Outcome, worker: str = 
             next_attempt_at=now + timedelta(seconds=backoff_seconds(task.attempts)),
             last_error=outcome.detail[:2000],
         )
-    updated = RecoveryTask.objects.filter(id=task.id, status=RecoveryStatus.RUNNING, leased_by=worker).update(
-        **fields
-    )
+    updated = row_settle(queue=QUEUE, lease=Lease(row_id=task.id, token=worker[:128]), fields=fields)
     if updated:
         change_announce(recovery_task_changed, task=task, action=outcome.action, detail=outcome.detail)
     if updated and outcome.action != "done":
@@ -181,46 +172,7 @@ Executor = Callable[[RecoveryTask], Outcome]
 
 def recovery_task_renew(*, task_id: int, worker: str) -> bool:
     """Extend the lease of a task this worker still holds; False when it is no longer ours."""
-    lease = float(settings.RECOVERY_LEASE_SECONDS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE recovery_recoverytask SET lease_until = clock_timestamp() + make_interval(secs => %s)
-            WHERE id = %s AND status = 'running' AND leased_by = %s
-            """,
-            [lease, task_id, worker[:128]],
-        )
-        return cursor.rowcount == 1
-
-
-@contextmanager
-def _lease_kept(*, task_id: int, worker: str) -> Iterator[None]:
-    """Renew the lease every third of its length while the body runs, so it never expires under live work.
-
-    A worker that dies stops renewing, and the lease runs out as before; renewing is a thread of its own (with
-    its own database connection) because the work itself blocks on the network.
-    """
-    done = threading.Event()
-    every = max(0.2, float(settings.RECOVERY_LEASE_SECONDS) / 3)
-
-    def keep() -> None:
-        try:
-            while not done.wait(every):
-                try:
-                    if not recovery_task_renew(task_id=task_id, worker=worker):
-                        return  # taken over (or settled): nothing left to keep
-                except Exception as exc:  # Postgres away: the lease may lapse, and then another takes over
-                    logger.debug("could not renew the lease of task %s: %s", task_id, exc)
-        finally:
-            connection.close()
-
-    keeper = threading.Thread(target=keep, name=f"lease-{task_id}", daemon=True)
-    keeper.start()
-    try:
-        yield
-    finally:
-        done.set()
-        keeper.join(timeout=5)
+    return row_renew(queue=QUEUE, lease=Lease(row_id=task_id, token=worker[:128]))
 
 
 def recovery_task_run(
@@ -236,7 +188,7 @@ def recovery_task_run(
     if task is None:
         return None
     try:
-        with _lease_kept(task_id=task.id, worker=token):
+        with row_lease_kept(queue=QUEUE, lease=Lease(row_id=task.id, token=token[:128])):
             outcome = executors[task.kind](task)
     except Exception as exc:  # a bug or an outage: keep the row, try again later, say why
         logger.exception("recovery %s %s failed", task.kind, task.subject)
@@ -247,17 +199,7 @@ def recovery_task_run(
 
 def recovery_reconcile(*, limit: int = 500) -> list[int]:
     """Ids of rows that are due or whose lease expired; each is (re-)enqueued. Run periodically."""
-    now = timezone.now()
-    due = list(
-        RecoveryTask.objects.filter(status=RecoveryStatus.PENDING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("id", "attempts", "kind")[:limit]
-    )
-    expired = list(
-        RecoveryTask.objects.filter(status=RecoveryStatus.RUNNING, lease_until__lt=now).values_list(
-            "id", "attempts", "kind"
-        )[:limit]
-    )
-    for task_id, attempts, kind in [*due, *expired]:
+    rows = rows_due(queue=QUEUE, fields=("id", "attempts", "kind"), limit=limit)
+    for task_id, attempts, kind in rows:
         recovery_task_enqueue(task_id=task_id, attempts=attempts, kind=kind)
-    return [task_id for task_id, _, _ in [*due, *expired]]
+    return [task_id for task_id, _, _ in rows]
