@@ -1,5 +1,6 @@
 """The one periodic-loop runner: every long-running command (ingest, verifier, probe_operators, recovery,
-alerts) is a step function run by ``loop_run``.
+alerts) and the devnet's own loops (the batcher, the aggregator's and operators' followers) are step functions
+run by ``loop_run``.
 
 What it does for all of them, the same way:
 
@@ -63,6 +64,9 @@ class Loop:
     fatal: tuple[type[BaseException], ...] = ()
     standby_poll: float = 2.0
     backoff_cap: float = BACKOFF_CAP
+    # Whether the step uses the control plane's Postgres and Redis: heartbeat rows, connection hygiene and their
+    # outage handling. The devnet's own loops (batcher, aggregator, operators) use neither.
+    infra: bool = True
 
 
 def stop_on_signals(stopping: threading.Event) -> dict[int, Any]:
@@ -110,6 +114,8 @@ class _Runner:
         self.passes = 0
         self.last_beat = float("-inf")
         self.redis_failed = False
+        self.postgres_errors = POSTGRES_ERRORS if loop.infra else ()
+        self.redis_errors = REDIS_ERRORS if loop.infra else ()
 
     def run(self) -> None:
         try:
@@ -117,9 +123,10 @@ class _Runner:
                 if not self.active and not self._take_lock():
                     continue
                 started = time.monotonic()
-                if not self._attempt(self.loop.step, beat=True):
+                if not self._attempt(self.loop.step, beat=self.loop.infra):
                     continue
-                _close_old_connections()
+                if self.loop.infra:
+                    _close_old_connections()
                 if self.lock is not None and not self.lock.still_held():
                     logger.warning(
                         "%s: lost the lock %r (its connection dropped); standing by to take it again",
@@ -174,10 +181,10 @@ class _Runner:
                 self._beat()
         except self.loop.fatal:
             raise
-        except POSTGRES_ERRORS as exc:
+        except self.postgres_errors as exc:
             self._failed(postgres_outage, exc)
             return False
-        except REDIS_ERRORS as exc:
+        except self.redis_errors as exc:
             self.redis_failed = True
             self._failed(redis_outage, exc)
             return False
@@ -194,7 +201,8 @@ class _Runner:
             return False
         self.failures = 0
         self.last_bug = None
-        postgres_outage.over()
+        if self.loop.infra:
+            postgres_outage.over()
         if self.redis_failed:  # only a step that failed on Redis proves, by passing, that it is back
             redis_outage.over()
             self.redis_failed = False

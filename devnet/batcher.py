@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import random
 import re
-import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.exceptions import Web3Exception
 
+from controlplane.loops import Loop, loop_run, stop_on_signals
 from devnet import contracts
 from devnet.batches import Batch, make_batch
+from devnet.http import JsonHandler, serve
 
 logger = logging.getLogger("devnet.batcher")
 
@@ -50,32 +52,24 @@ class BatchStore:
             return None
 
 
-def make_handler(store: BatchStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(store: BatchStore) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        logger = logging.getLogger("devnet.batcher")
+        log_prefix = "data server"
+
         def do_GET(self) -> None:
-            match = _BATCH_NAME.match(self.path)
+            match = _BATCH_NAME.match(self.route())
             body = store.get(match.group(1)) if match else None
             if body is None:
-                self.send_response(404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"error": "no such batch"}')
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("data server: " + format, *args)
+                self.send_json(404, {"error": "no such batch"})
+            else:
+                self.send_body(200, body, "application/json")
 
     return Handler
 
 
 def serve_batches(*, store: BatchStore, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(store))
-    threading.Thread(target=server.serve_forever, name="batch-data", daemon=True).start()
+    server, _ = serve(make_handler(store), host="127.0.0.1", port=port, name="batch-data")
     return server
 
 
@@ -132,12 +126,7 @@ PAUSE_FILE = "PAUSE"
 def run_batcher(*, state: dict[str, Any], batches_dir: Path) -> None:
     """Run until SIGTERM/SIGINT: one batch per interval; a chain outage is logged and retried."""
     stopping = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop_on_signals(stopping)
 
     config = state["batcher"]
     store = BatchStore(batches_dir)
@@ -159,18 +148,21 @@ def run_batcher(*, state: dict[str, Any], batches_dir: Path) -> None:
         "batcher serving batch data on %s, one batch every %ss", config["data_url"], config["interval"]
     )
     paused = batches_dir / PAUSE_FILE
+
+    def step() -> None:
+        if not paused.exists():  # the chaos suite lets the network settle: data still served, no new batch
+            batcher.create_one()
+
+    # The chain may be down: the runner says so once per outage and tries again after a (capped) backoff.
+    loop = Loop(
+        name="batcher",
+        step=step,
+        interval=float(config["interval"]),
+        outages={"chain": (OSError, requests.RequestException, Web3Exception)},
+        infra=False,
+    )
     try:
-        while not stopping.is_set():
-            if paused.exists():  # the chaos suite lets the network settle: data still served, no new batch
-                stopping.wait(float(config["interval"]))
-                continue
-            try:
-                batcher.create_one()
-            except Exception as exc:  # the chain may be down; keep going, say so
-                logger.warning(
-                    "could not create a batch (%s: %s); retrying next interval", type(exc).__name__, exc
-                )
-            stopping.wait(float(config["interval"]))
+        loop_run(loop, stopping=stopping)
     finally:
         server.shutdown()
         logger.info("batcher stopped")

@@ -27,10 +27,12 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import requests
+
+from devnet.http import JsonHandler
 
 RANGE_ERRORS = (
     {"code": -32005, "message": "query returned more than 10000 results"},
@@ -254,7 +256,7 @@ class _Server(ThreadingHTTPServer):
         pass  # a connection the proxy cut on purpose (an outage) breaks mid-answer: nothing to report
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     proxy: FaultProxy
     protocol_version = "HTTP/1.1"  # keep-alive, like a real provider; the client pools connections
     timeout = 5  # idle keep-alive connections close by themselves
@@ -274,11 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         status, content = self.proxy.handle(self.rfile.read(length))
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
+        self.send_body(status, content, "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests assert on the client's log lines

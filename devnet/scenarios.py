@@ -18,7 +18,7 @@ import redis
 import requests
 from django.conf import settings
 
-from chain import ChainClient
+from chain import AdaptiveRange, ChainClient, fetch_logs
 from chain.abi import TOPICS, batch_identifier, decode_log
 from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
@@ -71,12 +71,16 @@ class ChainWatch:
         return self.client.block_number()
 
     def outcomes(self, *, after: int = -1) -> list[BatchOutcome]:
-        logs = self.client.get_logs(
+        # The chain stage's log walk: chunks that shrink when the node refuses a range, no block skipped.
+        chunks = fetch_logs(
+            self.client,
             addresses=[self.service_manager],
             topics=[[TOPICS["NewBatchV3"], TOPICS["BatchVerified"]]],
             from_block=0,
             to_block=self.client.block_number(),
+            window=AdaptiveRange(initial=100_000),
         )
+        logs = [log for _, _, chunk in chunks for log in chunk]
         batches: dict[str, BatchOutcome] = {}
         for log in logs:
             event = decode_log(log.topics, log.data)
