@@ -13,8 +13,8 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +47,16 @@ class PostgresServer:
     """One cluster in ``directory`` on 127.0.0.1:``port``; ``restart(mode="immediate")`` is a crash."""
 
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            # The cluster runs as the postgres user, who must reach its directory. The caller's may be private,
+            # and can become so again at any time (pytest makes its temp root 0700 at every session's start):
+            # so the cluster gets a directory of its own under the system's temp directory.
+            directory = Path(tempfile.mkdtemp(prefix="controlplane-postgres-"))
         self.directory = directory
         self.data = directory / "data"
         self.port = port or free_port()
         self.log = directory / "postgres.log"
-        self._as_root = os.geteuid() == 0
 
     def _run(
         self, *args: str | Path, check: bool = True, timeout: float = 60
@@ -71,11 +76,6 @@ class PostgresServer:
         if self._as_root:
             owner = pwd.getpwnam("postgres")
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
-            # The postgres user must reach its directory: open our own private ancestors (a mkdtemp) for passage.
-            for ancestor in self.directory.resolve().parents:
-                mode = ancestor.stat()
-                if mode.st_uid == os.geteuid() and not mode.st_mode & stat.S_IXOTH:
-                    ancestor.chmod(mode.st_mode | stat.S_IXOTH)
         self._run(
             pg_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
