@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: run test bench chaos setup lint typecheck contracts contracts-check vendor vendor-check browser services clean
+.PHONY: run test bench chaos setup lint typecheck contracts contracts-check vendor vendor-check browser golang services clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -54,7 +54,12 @@ browser:
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: setup services browser lint typecheck contracts-check vendor-check
+# The tests' stand-ins for unmodified Aligned operators and aggregators are Go programs (standard library only).
+golang:
+	@command -v go >/dev/null || { echo "installing Debian's golang-go for the wire-protocol tests"; \
+		apt-get update -qq && apt-get install -y -qq golang-go; }
+
+test: setup services browser golang lint typecheck contracts-check vendor-check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup services

@@ -74,17 +74,27 @@ def signed_response_parse(raw: bytes) -> SignedResponse:
         raise IntakeError("senderAddress must be 0x followed by exactly 40 hex digits", field="senderAddress")
     sender = sender.lower()
     identifier = _bytes32(document, "batchIdentifierHash")
+    operator_id = _bytes32(document, "operatorId")
+    try:
+        signature = G1Point.from_hex(document["blsSignature"])
+    except InvalidPoint as exc:
+        raise IntakeError(f"blsSignature: {exc}", field="blsSignature") from None
+    return signed_response_build(
+        root=root, sender=sender, identifier=identifier, signature=signature, operator_id=operator_id
+    )
+
+
+def signed_response_build(
+    *, root: str, sender: str, identifier: str, signature: G1Point, operator_id: str
+) -> SignedResponse:
+    """The checks every encoding shares (JSON here, gob in intake.wire): the identifier is
+    keccak256(root ‖ sender), and the signature is not the point at infinity. Hex is lowercase 0x."""
     expected = "0x" + keccak(bytes.fromhex(root[2:]) + bytes.fromhex(sender[2:])).hex()
     if identifier != expected:
         raise IntakeError(
             "batchIdentifierHash is not keccak256(batchMerkleRoot ‖ senderAddress)",
             field="batchIdentifierHash",
         )
-    operator_id = _bytes32(document, "operatorId")
-    try:
-        signature = G1Point.from_hex(document["blsSignature"])
-    except InvalidPoint as exc:
-        raise IntakeError(f"blsSignature: {exc}", field="blsSignature") from None
     if signature.is_infinity():
         raise IntakeError("blsSignature is the point at infinity", field="blsSignature")
     return SignedResponse(

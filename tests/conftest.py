@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from devnet.anvil import Anvil, start_anvil
+from tests.golang import go_build
 
 
 @pytest.fixture
@@ -24,3 +26,10 @@ def module_anvil() -> Iterator[Anvil]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def go_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tests' Go programs (tests/go), built once: an operator, an aggregator and gob's own codec."""
+    out = tmp_path_factory.mktemp("go")
+    return {name: go_build(name, out) for name in ("operator", "aggregator", "gobcheck")}

@@ -104,7 +104,17 @@ class Stack:
         self.log = tmp_path / "runstack.out"
         self.output = open(self.log, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runstack", "--port", str(port), "--operators", "2"],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "runstack",
+                "--port",
+                str(port),
+                "--rpc-port",
+                str(free_port()),
+                "--operators",
+                "2",
+            ],
             cwd=ROOT,
             env=_env(tmp_path, database_url),
             stdout=self.output,
@@ -135,6 +145,7 @@ class Stack:
             "alerts",
             "worker",
             "worker-ops",
+            "aggregator-rpc",
             "web",
         }
         self.pids = {**started["children"], **{n: c["pid"] for n, c in devnet["components"].items()}}

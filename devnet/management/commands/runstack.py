@@ -88,6 +88,12 @@ class Command(BaseCommand):
             "--host", default="127.0.0.1", help="address the web server binds (default 127.0.0.1)"
         )
         parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
+        parser.add_argument(
+            "--rpc-port",
+            type=int,
+            default=8090,
+            help="port of the net/rpc (gob) intake that unmodified Aligned operators call (default 8090)",
+        )
         parser.add_argument("--operators", type=int, default=5, help="operators when starting the devnet")
         parser.add_argument(
             "--no-devnet",
@@ -115,12 +121,23 @@ class Command(BaseCommand):
             raise CommandError(f"--port {port} is not a TCP port")
         if port_in_use(host, port):
             raise CommandError(f"port {port} on {host} is already in use: stop what uses it or pass --port N")
+        rpc_port: int = options["rpc_port"]
+        if not 1 <= rpc_port <= 65535 or rpc_port == port:
+            raise CommandError(f"--rpc-port {rpc_port} is not a TCP port other than --port")
+        if port_in_use(host, rpc_port):
+            raise CommandError(
+                f"port {rpc_port} on {host} is already in use: stop what uses it or pass --rpc-port N"
+            )
 
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
                 self._start(
-                    host=host, port=port, operators=options["operators"], use_devnet=not options["no_devnet"]
+                    host=host,
+                    port=port,
+                    rpc_port=rpc_port,
+                    operators=options["operators"],
+                    use_devnet=not options["no_devnet"],
                 )
                 self._wait(port=port)
             except _Stop as stop:
@@ -145,7 +162,7 @@ class Command(BaseCommand):
     def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
         self._say("runstack: already stopping, please wait")
 
-    def _start(self, *, host: str, port: int, operators: int, use_devnet: bool) -> None:
+    def _start(self, *, host: str, port: int, rpc_port: int, operators: int, use_devnet: bool) -> None:
         self.use_devnet = use_devnet
         if not use_devnet:
             self._check_chain_settings()
@@ -169,6 +186,7 @@ class Command(BaseCommand):
         self._spawn("alerts", self._manage_py("alerts"))
         self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
         self._spawn("worker-ops", self._manage_py("rqworker", "operators"))
+        self._spawn("aggregator-rpc", self._manage_py("aggregator_rpc", "--listen", f"{host}:{rpc_port}"))
         self._spawn(
             "web",
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "controlplane.asgi:application"],
@@ -177,6 +195,7 @@ class Command(BaseCommand):
         url = f"http://{host}:{port}"
         self._wait_ready(url)
         self._say(f"Control plane: {url}")
+        self._say(f"Operators' net/rpc (gob) intake: {host}:{rpc_port}")
         self._say_staff_account(staff_password)
 
     def _wait(self, *, port: int) -> None:
