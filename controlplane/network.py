@@ -36,6 +36,8 @@ class Network:
     registry_addresses: tuple[str, ...] = ()
     start_block: int | None = None
     aggregator_url: str | None = None
+    # "gob": Go net/rpc, as Aligned's aggregator (aggregator_url is then its HOST:PORT); "http": our devnet's JSON.
+    aggregator_protocol: str = "gob"
     operator_control_tokens: dict[str, str] = field(default_factory=dict)
     # Why the network file gave nothing (absent, unreadable, malformed): part of "not configured" messages.
     file_note: str = ""
@@ -46,6 +48,20 @@ def _url(name: str, value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise NetworkConfigError(f"{name}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _rpc_address(name: str, value: str) -> str:
+    """A net/rpc peer as HOST:PORT; ``tcp://`` or ``http://`` in front (as some configs write it) is dropped."""
+    text = value.strip()
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path.strip("/"):
+        raise NetworkConfigError(f"{name}={value!r} is not HOST:PORT (the aggregator's net/rpc address)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
 
 
 def _address(name: str, value: str) -> str:
@@ -111,6 +127,7 @@ def _network_file(path: Path) -> tuple[dict[str, Any], str]:
         "REGISTRY_ADDRESSES": contracts.get("registry_addresses"),
         "START_BLOCK": data.get("start_block"),
         "AGGREGATOR_URL": aggregator.get("url"),
+        "AGGREGATOR_PROTOCOL": aggregator.get("protocol"),
         "OPERATOR_CONTROL_TOKENS": {
             str(o["operator_id"]): str(o["control_token"])
             for o in operators
@@ -128,6 +145,7 @@ def network_resolve(
     registry_addresses: list[str] | None = None,
     start_block: str | None = None,
     aggregator_url: str | None = None,
+    aggregator_protocol: str | None = None,
     operator_control_tokens: str | None = None,
 ) -> Network:
     """Each value from its variable (None: unset), else from the network file; validated as a whole."""
@@ -137,6 +155,7 @@ def network_resolve(
         "REGISTRY_ADDRESSES": registry_addresses or None,
         "START_BLOCK": start_block,
         "AGGREGATOR_URL": aggregator_url,
+        "AGGREGATOR_PROTOCOL": aggregator_protocol,
         "OPERATOR_CONTROL_TOKENS": operator_control_tokens,
     }
     note = ""
@@ -183,12 +202,22 @@ def network_resolve(
             "contracts (the service manager emits NewBatchV3 and BatchVerified, the registries the operators' "
             "registrations)"
         )
+    # A real aggregator speaks net/rpc (gob); an endpoint the devnet's file names is the devnet's HTTP one.
+    protocol = str(given["AGGREGATOR_PROTOCOL"] or ("http" if "AGGREGATOR_URL" in filled else "gob")).lower()
+    if protocol not in ("gob", "http"):
+        raise NetworkConfigError(f"AGGREGATOR_PROTOCOL={protocol!r} must be gob or http")
+    aggregator = (
+        (lambda v: _url("AGGREGATOR_URL", str(v)))
+        if protocol == "http"
+        else (lambda v: _rpc_address("AGGREGATOR_URL", str(v)))
+    )
     return Network(
         chain_rpc_url=checked("CHAIN_RPC_URL", lambda v: _url("CHAIN_RPC_URL", str(v))),
         service_manager_address=service_manager,
         registry_addresses=registries,
         start_block=checked("START_BLOCK", _start_block),
-        aggregator_url=checked("AGGREGATOR_URL", lambda v: _url("AGGREGATOR_URL", str(v))),
+        aggregator_url=checked("AGGREGATOR_URL", aggregator),
+        aggregator_protocol=protocol,
         # The variable's tokens win over the file's, operator by operator.
         operator_control_tokens={**file_tokens, **control_tokens_parse(operator_control_tokens)},
         file_note=note,
@@ -203,6 +232,7 @@ def network_from_env(*, network_file: Path | None) -> Network:
         registry_addresses=env_list("REGISTRY_ADDRESSES"),
         start_block=env_optional_str("START_BLOCK"),
         aggregator_url=env_optional_str("AGGREGATOR_URL"),
+        aggregator_protocol=env_optional_str("AGGREGATOR_PROTOCOL"),
         operator_control_tokens=env_optional_str("OPERATOR_CONTROL_TOKENS"),
         network_file=network_file,
     )

@@ -254,6 +254,7 @@ SERVICE_MANAGER_ADDRESS = NETWORK.service_manager_address
 REGISTRY_ADDRESSES = list(NETWORK.registry_addresses)
 START_BLOCK = NETWORK.start_block
 AGGREGATOR_URL = NETWORK.aggregator_url
+AGGREGATOR_PROTOCOL = NETWORK.aggregator_protocol
 OPERATOR_CONTROL_TOKENS = NETWORK.operator_control_tokens
 INGEST_CONFIRMATIONS = env_int("INGEST_CONFIRMATIONS", 2, minimum=0)
 INGEST_BLOCKS_KEPT = env_int("INGEST_BLOCKS_KEPT", 1024, minimum=16)
@@ -306,6 +307,8 @@ VERIFIER_POLL_INTERVAL = env_float("VERIFIER_POLL_INTERVAL", 1.0, minimum=0.05)
 
 # Recovery: forwarding to the aggregator, replays, operator catch-up.
 AGGREGATOR_TIMEOUT = env_float("AGGREGATOR_TIMEOUT", 5.0, minimum=0.1)
+# Over gob, Aligned's aggregator holds a signature for a task it does not know yet for about 200 s, then replies 1.
+AGGREGATOR_CALL_TIMEOUT = env_float("AGGREGATOR_CALL_TIMEOUT", 240.0, minimum=0.1)
 RECOVERY_INTERVAL = env_float("RECOVERY_INTERVAL", 2.0, minimum=0.1)
 RECOVERY_LEASE_SECONDS = env_float("RECOVERY_LEASE_SECONDS", 60.0, minimum=1.0)
 RECOVERY_BACKOFF_CAP = env_float("RECOVERY_BACKOFF_CAP", 30.0, minimum=1.0)

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent / "go"
 CACHE = Path(tempfile.gettempdir()) / "controlplane-go-cache"
@@ -34,3 +36,27 @@ def go_build(name: str, out_dir: Path) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"go build of {name} failed:\n{done.stderr}")
     return binary
+
+
+class GoAggregator:
+    """An unmodified Go aggregator (tests/go/aggregator: net/rpc over HTTP) answering every signature with
+    ``reply``; ``received()`` reads the next signature it printed (hex, field elements in standard form)."""
+
+    def __init__(self, binary: Path, *, reply: int = 0) -> None:
+        self.process = subprocess.Popen(
+            [str(binary), str(reply)], stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline().split()
+        if first[:1] != ["listening"]:
+            self.stop()
+            raise RuntimeError(f"the Go aggregator did not start: {first}")
+        self.address = first[1]
+
+    def received(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        return dict(json.loads(self.process.stdout.readline()))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)

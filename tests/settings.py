@@ -17,6 +17,8 @@ os.environ.setdefault("ALERT_STARTUP_GRACE_SECONDS", "0")
 os.environ.setdefault("INTAKE_RATE", "1000000/min")
 # The devnet's operators (and the tests' node APIs) live on 127.0.0.1; the refusal has tests of its own.
 os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
+# The devnet's aggregator speaks HTTP JSON; forwarding over gob to a Go aggregator has tests of its own.
+os.environ.setdefault("AGGREGATOR_PROTOCOL", "http")
 
 # Never a developer's devnet: network settings fall back to $DEVNET_DIR/devnet.json as settings load, so the
 # suite points DEVNET_DIR at a directory of its own (tests that start a devnet give their own, as do children).

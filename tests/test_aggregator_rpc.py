@@ -26,6 +26,7 @@ from intake.rpc import RpcServer, rpc_server_start
 from intake.verify import signatures_verify_batch
 from intake.wire import EMPTY, METHOD, PING, SIGNED_TASK_RESPONSE, signed_response_to_gob
 from tests.chain_fixtures import Net, net_deploy, signed_response
+from tests.golang import GoAggregator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,27 +177,19 @@ def test_it_refuses_a_listen_address_it_cannot_use() -> None:
 
 
 @pytest.fixture
-def go_aggregator(
-    go_programs: dict[str, Path], request: pytest.FixtureRequest
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    reply = getattr(request, "param", 0)
-    process = subprocess.Popen(
-        [str(go_programs["aggregator"]), str(reply)], stdout=subprocess.PIPE, text=True, bufsize=1
-    )
+def go_aggregator(go_programs: dict[str, Path], request: pytest.FixtureRequest) -> Iterator[GoAggregator]:
+    """An unmodified Go aggregator answering every signature with ``param`` (0 by default)."""
+    node = GoAggregator(go_programs["aggregator"], reply=getattr(request, "param", 0))
     try:
-        assert process.stdout is not None
-        first = process.stdout.readline().split()
-        assert first[:1] == ["listening"], first
-        yield first[1], process
+        yield node
     finally:
-        process.kill()
-        process.wait(10)
+        node.stop()
 
 
 def test_it_calls_an_unmodified_go_aggregator_byte_compatibly(
-    go_aggregator: tuple[str, subprocess.Popen[str]], ingested: tuple[Net, bytes]
+    go_aggregator: GoAggregator, ingested: tuple[Net, bytes]
 ) -> None:
-    address, process = go_aggregator
+    address = go_aggregator.address
     net, root = ingested
     body = signed_response(net, root=root, operator=3)
     host, port = address.rsplit(":", 1)
@@ -205,9 +198,7 @@ def test_it_calls_an_unmodified_go_aggregator_byte_compatibly(
         response = signed_response_parse(json.dumps(body).encode())
         assert client.call(METHOD, SIGNED_TASK_RESPONSE, signed_response_to_gob(response)) == 0
         assert client.call(METHOD, SIGNED_TASK_RESPONSE, signed_response_to_gob(response)) == 0
-    assert process.stdout is not None
-    received = json.loads(process.stdout.readline())
-    assert received == {
+    assert go_aggregator.received() == {
         **body,
         "blsSignature": {
             k: "0x" + int(v, 16).to_bytes(32, "big").hex() for k, v in body["blsSignature"].items()
@@ -217,9 +208,9 @@ def test_it_calls_an_unmodified_go_aggregator_byte_compatibly(
 
 @pytest.mark.parametrize("go_aggregator", [1], indirect=True)
 def test_it_hears_an_aggregators_reply_of_one_as_not_delivered(
-    go_aggregator: tuple[str, subprocess.Popen[str]], ingested: tuple[Net, bytes]
+    go_aggregator: GoAggregator, ingested: tuple[Net, bytes]
 ) -> None:
-    address, _ = go_aggregator
+    address = go_aggregator.address
     net, root = ingested
     response = signed_response_parse(json.dumps(signed_response(net, root=root, operator=0)).encode())
     host, port = address.rsplit(":", 1)

@@ -42,8 +42,22 @@ def test_it_reads_each_unset_value_from_the_network_file(tmp_path: Path) -> None
     assert network.registry_addresses == (REG,)
     assert network.start_block == 7
     assert network.aggregator_url == "http://127.0.0.1:8090"
+    assert network.aggregator_protocol == "http"  # the devnet's own aggregator
     assert network.operator_control_tokens == {OP: "from-file"}
     assert network.file_note == ""
+
+
+def test_it_speaks_gob_to_an_aggregator_the_environment_names(tmp_path: Path) -> None:
+    plain = network_resolve(aggregator_url="10.0.0.5:8090", network_file=devnet_file(tmp_path))
+    assert (plain.aggregator_protocol, plain.aggregator_url) == ("gob", "10.0.0.5:8090")
+    schemed = network_resolve(aggregator_url="tcp://aggregator.example:8090", network_file=None)
+    assert schemed.aggregator_url == "aggregator.example:8090"
+    http = network_resolve(
+        aggregator_url="http://a.example:1/", aggregator_protocol="HTTP", network_file=None
+    )
+    assert (http.aggregator_protocol, http.aggregator_url) == ("http", "http://a.example:1")
+    with pytest.raises(NetworkConfigError, match=r"AGGREGATOR_URL='aggregator\.example' is not HOST:PORT"):
+        network_resolve(aggregator_url="aggregator.example", network_file=None)
 
 
 def test_it_prefers_the_environment_over_the_file(tmp_path: Path) -> None:
@@ -94,7 +108,8 @@ def test_it_refuses_a_registry_at_the_service_manager_address(tmp_path: Path) ->
         ("start_block", "latest", "START_BLOCK='latest' is not a block number"),
         ("start_block", "-1", "START_BLOCK=-1 must be >= 0"),
         ("chain_rpc_url", "127.0.0.1:8545", "CHAIN_RPC_URL='127.0.0.1:8545' is not an http"),
-        ("aggregator_url", "ftp://x", "AGGREGATOR_URL='ftp://x' is not an http"),
+        ("aggregator_url", "ftp://x", "AGGREGATOR_URL='ftp://x' is not HOST:PORT"),
+        ("aggregator_protocol", "grpc", "AGGREGATOR_PROTOCOL='grpc' must be gob or http"),
         ("operator_control_tokens", "[1]", "OPERATOR_CONTROL_TOKENS must be a JSON object"),
         ("operator_control_tokens", '{"0x12": "t"}', "'0x12' is not a 0x-prefixed 32-byte operator id"),
     ],

@@ -21,6 +21,7 @@ from recovery.aggregator import (
 )
 from recovery.models import RecoveryKind, RecoveryTask, SignatureDelivery
 from recovery.services.tasks import Outcome, recovery_task_request
+from recovery.services.watch import aggregator_current_boot
 
 logger = logging.getLogger("recovery")
 
@@ -50,9 +51,17 @@ def _record_delivery(*, signature: Signature, answer: AggregatorAnswer) -> None:
         pass  # acknowledged by this boot before: idempotent
 
 
+def _boot() -> str:
+    """The aggregator boot the watch last saw: over gob, what a delivery is recorded against."""
+    return aggregator_current_boot() or ""
+
+
 def _announce(batch: Batch) -> AggregatorAnswer:
     return aggregator_announce(
-        merkle_root=batch.merkle_root, sender=batch.sender, task_created_block=batch.task_created_block
+        merkle_root=batch.merkle_root,
+        sender=batch.sender,
+        task_created_block=batch.task_created_block,
+        boot_id=_boot(),
     )
 
 
@@ -64,7 +73,7 @@ def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
     gives them back, so one is requested.
     """
     try:
-        answer = aggregator_post_signature(signature_payload(signature))
+        answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
         if answer.status_code in (404, 410) and answer.code in ("unknown_task", "task_expired"):
             announced = _announce(batch)
             if announced.status_code != 200:
@@ -77,7 +86,7 @@ def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
                 reason=f"the aggregator (boot {announced.boot_id[:8]}) had dropped the task ({answer.code})",
                 urgent=True,
             )
-            answer = aggregator_post_signature(signature_payload(signature))
+            answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
     except AggregatorUnavailable as exc:
         return Outcome.retry(f"aggregator unavailable: {exc}")
     if answer.status_code == 200 and answer.code in ACKNOWLEDGED:
@@ -122,7 +131,7 @@ def replay_execute(task: RecoveryTask) -> Outcome:
         batch_identifier=batch.identifier, status=SignatureStatus.VERIFIED
     ).order_by("id"):
         try:
-            answer = aggregator_post_signature(signature_payload(signature))
+            answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
         except AggregatorUnavailable as exc:
             return Outcome.retry(
                 f"signature {signature.id}: aggregator unavailable: {exc}", sent=sent, boot_id=boot_id

@@ -20,8 +20,7 @@ logger = logging.getLogger("recovery")
 
 
 def aggregator_current_boot() -> str | None:
-    boot = AggregatorBoot.objects.order_by("-last_seen_at").first()
-    return boot.boot_id if boot else None
+    return AggregatorBoot.objects.order_by("-last_seen_at").values_list("boot_id", flat=True).first()
 
 
 def aggregator_watch() -> str | None:
