@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -266,3 +267,22 @@ def test_it_drops_a_message_it_cannot_encode_without_pausing_the_others(monkeypa
     )
     # The loss shows as a gap in the group's numbers; the next message goes out at once.
     assert publish.live_send(groups=[QUORUM_GROUP], message={"kind": "y", "data": {}}) == [2]
+
+
+def test_it_gives_back_what_a_stopped_relays_thread_pops_afterwards():
+    """A relay stopped with its event loop leaves its BLPOP thread behind for up to a second: a message published
+    meanwhile must stay in the outbox for the next relay, not vanish with that thread."""
+    outbox = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def relay_briefly() -> None:
+        live_relay_ensure()
+        await asyncio.sleep(0.3)  # its thread is now blocked in BLPOP
+
+    async_to_sync(relay_briefly)()  # the loop ends: the relay is cancelled, its thread still waits
+    outbox.rpush(OUTBOX_KEY, b'{"groups": [], "seqs": [], "at": 0}')
+    # Until the abandoned thread is gone (its BLPOP timed out or took the message, then it closed its connection).
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("live-relay") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the relay's thread never ended"
+        time.sleep(0.05)
+    assert outbox.llen(OUTBOX_KEY) == 1

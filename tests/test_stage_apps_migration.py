@@ -7,6 +7,7 @@ admin history) follow the models to their new apps.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import subprocess
@@ -103,6 +104,13 @@ def test_it_migrates_an_existing_database_without_changing_a_table(database_url:
     _migrate(database_url, "monitoring", "0005_batchrefusal")
     _migrate(database_url, "recovery", "0002_catchupask")
     with _connect(DATABASE) as conn:
+        # Back then monitoring held the models, so its content types existed (permissions, admin history
+        # point at them); today's monitoring has no models, so the partial migrate above does not make them.
+        moved = importlib.import_module("monitoring.migrations.0006_models_moved_to_stage_apps").MOVED
+        for model in sorted(m for models in moved.values() for m in models):
+            conn.execute(
+                "INSERT INTO django_content_type (app_label, model) VALUES ('monitoring', %s)", [model]
+            )
         before = _schema(conn)
         old_types = _content_types(conn)
     assert len(before["relations"]) > 30  # the tables, their sequences and indexes are really there

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -61,23 +61,39 @@ async def live_relay_deliver(raw: bytes | str) -> int:
 async def _relay() -> None:
     # BLPOP runs on a thread of its own: a blocked asyncio read that is cancelled (the loop closing) can leave
     # redis-py waiting forever, and so the loop's shutdown. A cancelled relay abandons its thread, which ends
-    # within POP_TIMEOUT (whatever it popped then is lost: subscribers see the gap and resync).
+    # within POP_TIMEOUT; whatever that thread pops afterwards is pushed back to the head of the outbox, for the
+    # next relay (a relay restarted on a new event loop would otherwise lose the first message after it).
     connection = redis.Redis.from_url(
         settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=POP_TIMEOUT + 5
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
-    loop = asyncio.get_running_loop()
     pop = functools.partial(connection.blpop, [OUTBOX_KEY], timeout=POP_TIMEOUT)
     task = asyncio.current_task()
+
+    def give_back(popped: Future[Any]) -> None:
+        if popped.cancelled():  # it never ran: nothing was popped
+            return
+        try:
+            item = popped.result()
+            if item is not None:
+                connection.lpush(OUTBOX_KEY, item[1])
+        except Exception:
+            logger.warning("live relay: a message popped while stopping was lost", exc_info=True)
+
     try:
         # A cancellation requested while the thread's answer was already on its way can be lost in the hand-over;
         # checking for it each round still stops the relay (else the loop's shutdown would wait for it forever).
         while task is None or not task.cancelling():
+            popping = executor.submit(pop)
+            received = False
             try:
-                popped = await loop.run_in_executor(executor, pop)
+                popped = await asyncio.wrap_future(popping)
+                received = True
                 if popped is not None:
                     await live_relay_deliver(popped[1])
             except asyncio.CancelledError:
+                if not received:  # the thread may still pop one: it goes back to the outbox
+                    popping.add_done_callback(give_back)
                 raise
             except Exception:
                 # Whatever was popped is lost: subscribers see the gap and resync.
