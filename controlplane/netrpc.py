@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,64 @@ def serve_connection(
         return answered
     finally:
         rfile.close()
+
+
+class RpcServer(socketserver.ThreadingTCPServer):
+    """A net/rpc server: one thread per connection (a Go client dials once and keeps its connection).
+
+    ``methods_for(peer)`` gives the methods a connection from ``peer`` may call; ``on_close`` runs on the
+    connection's thread when it ends (to give back what the thread holds, a database connection say).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        methods_for: Callable[[str], dict[str, Method]],
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        server = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                peer = str(self.client_address[0])
+                try:
+                    serve_connection(self.request, methods=server.methods_for(peer), peer=peer)
+                finally:
+                    if server.on_close is not None:
+                        server.on_close()
+
+        self.methods_for = methods_for
+        self.on_close = on_close
+        super().__init__((host, port), Handler)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{host!s}:{port}"
+
+
+def rpc_serve(
+    *,
+    host: str,
+    port: int,
+    methods_for: Callable[[str], dict[str, Method]],
+    on_close: Callable[[], object] | None = None,
+    name: str = "net-rpc",
+) -> tuple[RpcServer, threading.Thread]:
+    """Listen (port 0: any free port) and serve on a daemon thread; stop with ``shutdown()`` and
+    ``server_close()``."""
+    server = RpcServer(host, port, methods_for=methods_for, on_close=on_close)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True
+    )
+    thread.start()
+    return server, thread
 
 
 # --- Client -------------------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ CONTROL_PLANE_PROCESSES = (
     "cp-alerts",
     "cp-worker",
     "cp-worker-ops",
+    "cp-rpc",
     "cp-web",
 )
 OPERATORS = 5

@@ -156,6 +156,9 @@ class _Seed:
         self.database = self.pg.create_database(f"chaos_{self.seed}")
         self.redis.flush()
         url = f"http://127.0.0.1:{free_port()}"
+        rpc_address = (
+            f"127.0.0.1:{free_port()}"  # the operators send over gob to the control plane's aggregator_rpc
+        )
         state = devnet_up(
             config=DevnetConfig(
                 operators=OPERATORS,
@@ -164,6 +167,7 @@ class _Seed:
                 batch_interval=BATCH_INTERVAL,
                 invalid_rate=0.1,
                 control_plane_url=url,
+                control_plane_rpc=rpc_address,
                 task_window=TASK_WINDOW,
                 direct_retry_interval=RETRY_WINDOW / 10,
             ),
@@ -188,7 +192,7 @@ class _Seed:
                 "DEBUG": "0",
             }
         )
-        self.control_plane = ControlPlane(url=url, logs=self.dir / "logs", env=env)
+        self.control_plane = ControlPlane(url=url, logs=self.dir / "logs", env=env, rpc_address=rpc_address)
         self.control_plane.start(reset_ledger=False)
         wait_ready(state, timeout=120)
         deadline = time.monotonic() + 60

@@ -51,7 +51,14 @@ class DevnetConfig:
     # Operators send straight to the aggregator with upstream's give-up policy (reproduces the losses).
     direct: bool = False
     control_plane_url: str = "http://127.0.0.1:8000"
+    # How operators send: "gob" (Go net/rpc, as Aligned's operators: to the control plane's aggregator_rpc at
+    # control_plane_rpc, or with direct to the aggregator's net/rpc server) or "http" (JSON, for comparison).
+    wire: str = "gob"
+    control_plane_rpc: str = "127.0.0.1:8090"
     task_window: float = 100.0
+    # Over gob, how long the aggregator holds a signature for a task it does not know before it drops it
+    # (Aligned's waits about 200 s; the devnet's windows are shorter).
+    unknown_task_wait: float = 5.0
     direct_retry_interval: float = 10.0
     direct_tries: int = 10
     # Start the operator and aggregator processes (tests of the chain alone switch them off).
@@ -68,6 +75,8 @@ class DevnetConfig:
             raise DevnetStateError("--block-time must be >= 0 (0 mines a block per transaction)")
         if not 1 <= self.proofs_per_batch <= 1024:
             raise DevnetStateError("--proofs-per-batch must be between 1 and 1024")
+        if self.wire not in ("gob", "http"):
+            raise DevnetStateError("--wire must be gob or http")
 
 
 def ecdsa_account(seed: str, role: str) -> LocalAccount:
@@ -203,6 +212,7 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
             }
         )
     batcher_port = free_port()
+    aggregator_rpc_port = free_port()
     state.update(
         {
             "seed": config.seed,
@@ -232,10 +242,17 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
             "aggregator": {
                 "port": aggregator_port,
                 "url": f"http://127.0.0.1:{aggregator_port}",
+                "rpc_port": aggregator_rpc_port,
+                "rpc_address": f"127.0.0.1:{aggregator_rpc_port}",
                 "address": aggregator.address.lower(),
+                # The control plane forwards over HTTP to this aggregator (it can be told of a task there).
+                "protocol": "http",
             },
             "direct": config.direct,
+            "operator_wire": config.wire,
             "control_plane_url": config.control_plane_url,
+            "control_plane_rpc": config.control_plane_rpc,
+            "aggregator_unknown_task_wait": config.unknown_task_wait,
             "aggregator_task_window": config.task_window,
             "direct_retry_interval": config.direct_retry_interval,
             "direct_tries": config.direct_tries,

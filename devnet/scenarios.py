@@ -20,6 +20,7 @@ from django.conf import settings
 
 from chain import AdaptiveRange, ChainClient, fetch_logs
 from chain.abi import TOPICS, batch_identifier, decode_log
+from devnet.anvil import free_port
 from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
 from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
@@ -178,8 +179,17 @@ SCENARIOS = ("no-fault", "operators-down", "aggregator-crash", "aggregator-repla
 
 
 def scenario_run(
-    *, name: str, direct: bool, batches: int, control_plane_url: str, say: Callable[[str], object]
+    *,
+    name: str,
+    direct: bool,
+    batches: int,
+    control_plane_url: str,
+    say: Callable[[str], object],
+    wire: str = "gob",
+    control_plane_rpc: str | None = None,
 ) -> ScenarioSummary:
+    # Over gob the operators send to the control plane's aggregator_rpc: on a free port unless given.
+    control_plane_rpc = control_plane_rpc or f"127.0.0.1:{free_port()}"
     config = DevnetConfig(
         operators=5,
         seed=f"scenario-{name}",
@@ -187,11 +197,14 @@ def scenario_run(
         batch_interval=BATCH_INTERVAL,
         direct=direct,
         control_plane_url=control_plane_url,
+        wire=wire,
+        control_plane_rpc=control_plane_rpc,
         task_window=TASK_WINDOW,
         direct_retry_interval=DIRECT_RETRY_INTERVAL,
     )
     say(
-        f"scenario {name}: {batches} batches, operators send to {'the aggregator' if direct else control_plane_url}"
+        f"scenario {name}: {batches} batches, operators send over {wire} to "
+        f"{'the aggregator' if direct else control_plane_url}"
     )
     if direct and name in CONTROL_PLANE_SCENARIOS:
         raise ValueError(
@@ -206,6 +219,7 @@ def scenario_run(
                 url=control_plane_url,
                 logs=logs_dir(state_path()),
                 env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path())},
+                rpc_address=control_plane_rpc if wire == "gob" else None,
             )
             control_plane.start()
             say(f"control plane up at {control_plane_url}")

@@ -46,11 +46,14 @@ def answers(url: str) -> bool:
 
 
 class ControlPlane:
-    """ingest, verifier, probe_operators, recovery, alerts, an RQ worker and daphne, each logging to
+    """ingest, verifier, probe_operators, recovery, alerts, RQ workers, aggregator_rpc (given ``rpc_address``) and
+    daphne, each logging to
     ``logs/<name>.log``; a child that dies is started again (after 1, 2, 4 … s) and the restart is logged to
     ``logs/supervisor.log``."""
 
-    def __init__(self, *, url: str, logs: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, url: str, logs: Path, env: dict[str, str] | None = None, rpc_address: str | None = None
+    ) -> None:
         parsed = urlparse(url)
         self.url = url
         self.logs = logs
@@ -66,6 +69,8 @@ class ControlPlane:
             "cp-alerts": manage_py_args("alerts"),
             "cp-worker": manage_py_args("rqworker", "default"),
             "cp-worker-ops": manage_py_args("rqworker", "operators"),
+            # The operators' net/rpc (gob) intake, when they send over gob.
+            **({"cp-rpc": manage_py_args("aggregator_rpc", "--listen", rpc_address)} if rpc_address else {}),
             "cp-web": [
                 sys.executable,
                 "-m",

@@ -9,8 +9,6 @@ which an upstream operator retries (10 tries, 10 s apart). ``Aggregator.ServerRu
 from __future__ import annotations
 
 import logging
-import socket
-import socketserver
 import threading
 from typing import Any
 
@@ -19,7 +17,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from controlplane.clients import Rate, rate_check
 from controlplane.gob import INT
-from controlplane.netrpc import Outcome, serve_connection
+from controlplane.netrpc import Method, Outcome, RpcServer, rpc_serve
 from intake.parse import IntakeError
 from intake.services import signature_submit
 from intake.wire import METHOD, PING, signed_response_from_gob
@@ -48,38 +46,16 @@ def signature_receive_gob(*, argument: Any, source: str) -> Outcome:
     return Outcome(reply=0)
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        peer = str(self.client_address[0])
-        methods = {
-            METHOD: lambda argument: signature_receive_gob(argument=argument, source=peer),
-            PING: lambda _: Outcome(reply=1, reply_type=INT),
-        }
-        try:
-            serve_connection(self.request, methods=methods, peer=peer)
-        finally:
-            connection.close()  # this connection's thread is done with its database connection
-
-
-class RpcServer(socketserver.ThreadingTCPServer):
-    """One thread per connection: an operator dials once and keeps its connection."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__((host, port), _Handler)
-
-    @property
-    def address(self) -> str:
-        host, port = self.server_address[:2]
-        return f"{host!s}:{port}"
+def _methods_for(peer: str) -> dict[str, Method]:
+    return {
+        METHOD: lambda argument: signature_receive_gob(argument=argument, source=peer),
+        PING: lambda _: Outcome(reply=1, reply_type=INT),
+    }
 
 
 def rpc_server_start(*, host: str, port: int) -> tuple[RpcServer, threading.Thread]:
-    """Listen and serve on a thread; stop it with ``server.shutdown()`` then ``server.server_close()``."""
-    server = RpcServer(host, port)
-    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-    thread.start()
-    return server, thread
+    """Serve the intake over net/rpc on a thread; stop it with ``server.shutdown()`` then ``server_close()``."""
+    # Each connection's thread gives back its database connection when the operator hangs up.
+    return rpc_serve(
+        host=host, port=port, methods_for=_methods_for, on_close=connection.close, name="intake-rpc"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -13,9 +14,12 @@ import pytest
 import requests
 
 from chain.abi import TOPICS
+from controlplane.netrpc import Client, RpcError
 from devnet import contracts
 from devnet.aggregator import AggregatorNode, run_aggregator
 from devnet.anvil import free_port
+from intake.parse import signed_response_parse
+from intake.wire import EMPTY, METHOD, PING, SIGNED_TASK_RESPONSE, signed_response_to_gob
 from tests.chain_fixtures import Net, net_deploy, signed_response
 
 ETH = 10**18
@@ -347,3 +351,33 @@ def test_it_run_aggregator_stops_on_its_event(net):
         stop.set()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_it_serves_net_rpc_with_upstreams_semantics(
+    net: Net, make_node: Callable[..., AggregatorNode]
+) -> None:
+    rpc_port = free_port()
+    state = _state(net, aggregator_unknown_task_wait=0.5)
+    state["aggregator"]["rpc_port"] = rpc_port
+    node = make_node(state=state)
+    root = _new_root(net)
+    _wait(lambda: _task(node, root))
+
+    def gob(body: dict[str, Any]) -> dict[str, Any]:
+        return signed_response_to_gob(signed_response_parse(json.dumps(body).encode()))
+
+    with Client("127.0.0.1", rpc_port) as client:
+        assert client.call(PING, EMPTY, {}) == 1
+        assert (
+            client.call(METHOD, SIGNED_TASK_RESPONSE, gob(signed_response(net, root=root, operator=1))) == 0
+        )
+        assert _held(node, root)["signers"] == [signed_response(net, root=root, operator=1)["operatorId"]]
+        # A task it does not know (on no chain): held for the wait, then dropped with reply 1 and no error.
+        unknown = signed_response(net, root=bytes(range(32)), operator=2)
+        started = time.monotonic()
+        assert client.call(METHOD, SIGNED_TASK_RESPONSE, gob(unknown)) == 1
+        assert time.monotonic() - started >= 0.5
+        nil = gob(signed_response(net, root=root, operator=2))
+        nil["BlsSignature"] = {}
+        with pytest.raises(RpcError, match="nil signature"):
+            client.call(METHOD, SIGNED_TASK_RESPONSE, nil)

@@ -21,12 +21,14 @@ import pytest
 import requests
 
 from bls import G1Point, keypair_from_secret, verify
+from controlplane.netrpc import Outcome, RpcServer, rpc_serve
 from devnet import contracts
 from devnet.anvil import free_port
 from devnet.batcher import BatchStore, serve_batches
 from devnet.batches import make_batch
 from devnet.faultproxy import FaultProxy
 from devnet.operator import OperatorNode, OperatorTiming, parse_control_request
+from intake.wire import METHOD, signed_response_from_gob
 from tests.chain_fixtures import Net, net_deploy
 
 TOKEN = "control-token-{index}"
@@ -105,6 +107,7 @@ class Env:
             operator["control_token"] = TOKEN.format(index=index)
         state["aggregator"] = {"url": self.receiver.url}
         state["control_plane_url"] = self.receiver.url
+        state["operator_wire"] = "http"  # the stand-in receiver speaks HTTP; gob has tests of its own below
         state["operator_poll_interval"] = 0.05
         return state
 
@@ -522,3 +525,79 @@ def test_it_run_operator_serves_until_sigterm(env: Env, tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@dataclass
+class RpcReceiver:
+    """A stand-in net/rpc aggregator (or aggregator_rpc): records every signed task response and answers each
+    with ``answers`` in turn (an int reply, or a str error), then ``answer``."""
+
+    answer: int | str = 0
+    answers: list[int | str] = field(default_factory=list)
+    calls: list[Any] = field(default_factory=list)
+
+    def method(self, argument: Any) -> Outcome:
+        self.calls.append(argument)
+        answer = self.answers.pop(0) if self.answers else self.answer
+        return Outcome(error=answer) if isinstance(answer, str) else Outcome(reply=answer)
+
+
+@pytest.fixture
+def rpc_receiver() -> Iterator[tuple[RpcReceiver, RpcServer]]:
+    receiver = RpcReceiver()
+    server, thread = rpc_serve(host="127.0.0.1", port=0, methods_for=lambda _: {METHOD: receiver.method})
+    yield receiver, server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def _gob_operator(env: Env, server: RpcServer, *, direct: bool, **timing: Any) -> OperatorNode:
+    state = env.state()
+    state["operator_wire"] = "gob"
+    state["aggregator"] = {"url": env.receiver.url, "rpc_address": server.address}
+    state["control_plane_rpc"] = server.address
+    node = OperatorNode(
+        state=state, index=0, direct=direct, timing=OperatorTiming.from_state(state, **timing)
+    )
+    env.nodes.append(node.start())
+    assert wait_until(lambda: node.following_from is not None), "the operator never reached the chain"
+    return node
+
+
+def test_it_sends_over_gob_and_retries_an_error_until_the_control_plane_stores_it(
+    env: Env, rpc_receiver: tuple[RpcReceiver, RpcServer], tmp_path: Path
+) -> None:
+    receiver, server = rpc_receiver
+    receiver.answers = ["storage temporarily unavailable; retry"]
+    node = _gob_operator(env, server, direct=False, backoff_base=0.01, backoff_cap=0.02)
+    node.acks_path = tmp_path / "acks.jsonl"
+    task = env.task(seed=901)
+    assert wait_until(lambda: node.counters()["responses_sent"] == 1, timeout=5)
+    assert len(receiver.calls) == 2
+    sent = signed_response_from_gob(receiver.calls[-1])
+    assert (sent.batch_merkle_root, sent.operator_id) == (task["batchMerkleRoot"], node.operator_id)
+    ack = json.loads(node.acks_path.read_text())
+    assert (ack["batchIdentifierHash"], ack["status"]) == (sent.batch_identifier, "accepted")
+
+    receiver.answers = ["refused (operatorId): operatorId is not a registered operator"]
+    env.task(seed=902)  # a refusal is final
+    assert wait_until(lambda: node.counters()["responses_abandoned"] == 1, timeout=5)
+    assert node.counters()["responses_failed"] == 2
+
+
+def test_it_direct_over_gob_ignores_the_reply_as_upstream_does(
+    env: Env, rpc_receiver: tuple[RpcReceiver, RpcServer]
+) -> None:
+    receiver, server = rpc_receiver
+    receiver.answers = ["invalid response: nil signature", 1]  # an error is retried; a reply of 1 is "sent"
+    node = _gob_operator(env, server, direct=True, direct_retry_interval=0.02, direct_max_tries=4)
+    env.task(seed=903)
+    assert wait_until(lambda: node.counters()["responses_sent"] == 1, timeout=5)
+    assert len(receiver.calls) == 2
+    assert node.counters()["responses_failed"] == 1
+
+    receiver.answer = "no aggregator here"
+    env.task(seed=904)
+    assert wait_until(lambda: node.counters()["responses_abandoned"] == 1, timeout=5)
+    assert len(receiver.calls) == 2 + 4  # upstream's tries, then the response is dropped

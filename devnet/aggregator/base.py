@@ -20,6 +20,7 @@ from bls import (
     pairing_backend,
 )
 from chain import AdaptiveRange, ChainClient
+from controlplane.netrpc import RpcServer
 from devnet import contracts
 from devnet.aggregator.common import (
     AggregatorConfig,
@@ -47,6 +48,7 @@ class AggregatorBase:
         self._stake_cache: dict[tuple[str, int], int] = {}
         self._total_cache: dict[int, int] = {}
         self._server: ThreadingHTTPServer | None = None
+        self._rpc_server: RpcServer | None = None
         self._threads: list[threading.Thread] = []
         self.next_block: int | None = None
         # eth_getLogs ranges of the chain stage, up to 2000 blocks a call; smaller when the node refuses.
@@ -64,9 +66,10 @@ class AggregatorBase:
         """Stop every thread; all tasks and partial aggregates are dropped (deliberately)."""
         self._stop.set()
         self._jobs.put(None)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        for server in (self._server, self._rpc_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()

@@ -27,6 +27,7 @@ MAX_BODY_BYTES = 4096
 DEFAULT_TASK_WINDOW = 100.0
 DEFAULT_POLL_INTERVAL = 0.5
 DEFAULT_RECEIPT_TIMEOUT = 30.0
+DEFAULT_UNKNOWN_TASK_WAIT = 5.0
 QUORUM_PERCENTAGE = contracts.QUORUM_THRESHOLD_PERCENTAGE  # 67
 SUBMIT_ATTEMPTS = 5
 FEE_BUMP_NUMERATOR = 5  # x1.25 per retry (a replacement needs >= +10% on both fees)
@@ -119,6 +120,9 @@ class AggregatorConfig:
     task_window: float = DEFAULT_TASK_WINDOW
     poll_interval: float = DEFAULT_POLL_INTERVAL
     receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT
+    # Go net/rpc, as Aligned's aggregator serves its operators (None: not served, as in older devnet files).
+    rpc_port: int | None = None
+    unknown_task_wait: float = DEFAULT_UNKNOWN_TASK_WAIT
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AggregatorConfig:
@@ -135,6 +139,10 @@ class AggregatorConfig:
                 task_window=float(state.get("aggregator_task_window", DEFAULT_TASK_WINDOW)),
                 poll_interval=float(state.get("aggregator_poll_interval", DEFAULT_POLL_INTERVAL)),
                 receipt_timeout=float(state.get("aggregator_receipt_timeout", DEFAULT_RECEIPT_TIMEOUT)),
+                rpc_port=int(state["aggregator"]["rpc_port"])
+                if state["aggregator"].get("rpc_port")
+                else None,
+                unknown_task_wait=float(state.get("aggregator_unknown_task_wait", DEFAULT_UNKNOWN_TASK_WAIT)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DevnetStateError(f"the devnet file has no usable aggregator settings ({exc!r})") from exc

@@ -8,14 +8,16 @@ import time
 from typing import Any
 
 from controlplane.loops import stop_on_signals
+from controlplane.netrpc import rpc_serve
 from devnet.aggregator.api import Api
 from devnet.aggregator.responder import Responder
+from devnet.aggregator.rpc import RpcApi
 from devnet.http import serve
 
 logger = logging.getLogger("devnet.aggregator")
 
 
-class AggregatorNode(Responder, Api):
+class AggregatorNode(Responder, Api, RpcApi):
     """One aggregator process's worth of state and threads; ``start()`` returns once it listens."""
 
     def start(self) -> None:
@@ -31,6 +33,14 @@ class AggregatorNode(Responder, Api):
             self._handler_class(), host="127.0.0.1", port=self.config.port, name="aggregator-http"
         )
         self._threads.append(http)
+        if self.config.rpc_port is not None:
+            self._rpc_server, rpc = rpc_serve(
+                host="127.0.0.1",
+                port=self.config.rpc_port,
+                methods_for=self._rpc_methods,
+                name="aggregator-rpc",
+            )
+            self._threads.append(rpc)
         self.started_at = time.time()
         for name, target in (
             ("aggregator-follow", self._follow_loop),

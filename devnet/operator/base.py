@@ -41,6 +41,7 @@ class OperatorBase:
         port: int | None = None,
         timing: OperatorTiming | None = None,
         acks_path: Path | None = None,
+        wire: str | None = None,
     ) -> None:
         operators = state.get("operators") or []
         if not 0 <= index < len(operators):
@@ -52,7 +53,17 @@ class OperatorBase:
         self.rpc_url = rpc_url or str(state["rpc_url"])
         self.service_manager = str(state["contracts"]["service_manager"]).lower()
         self.timing = timing or OperatorTiming.from_state(state)
-        if send_url is None:
+        # "gob": Go net/rpc, as Aligned's operators; "http": JSON. A send_url given is an HTTP one.
+        self.wire = wire or ("http" if send_url is not None else str(state.get("operator_wire") or "http"))
+        if self.wire not in ("gob", "http"):
+            raise DevnetStateError(f"wire must be gob or http, not {self.wire!r}")
+        if send_url is None and self.wire == "gob":
+            aggregator_rpc = (state.get("aggregator") or {}).get("rpc_address")
+            send_url = str(aggregator_rpc or "") if direct else str(state.get("control_plane_rpc") or "")
+            if not send_url:
+                where = "aggregator.rpc_address" if direct else "control_plane_rpc"
+                raise DevnetStateError(f"sending over gob needs {where} in the devnet file")
+        elif send_url is None:
             if direct:
                 aggregator = state.get("aggregator") or {}
                 if not aggregator.get("url"):
@@ -61,7 +72,8 @@ class OperatorBase:
             else:
                 base = str(state.get("control_plane_url") or "http://127.0.0.1:8000")
                 send_url = base.rstrip("/") + "/api/v1/signatures"
-        self.send_url = send_url
+        self.send_url = send_url  # an http(s) URL, or HOST:PORT over gob
+        self._rpc_local = threading.local()  # each sender thread's net/rpc connection
         # Every response the control plane acknowledged (202), one JSON line each: the chaos suite's evidence,
         # kept by the operator (not by the control plane), that nothing acknowledged was lost.
         self.acks_path = acks_path

@@ -7,15 +7,19 @@ import heapq
 import json
 import logging
 import time
+from typing import Any
 
 import requests
 
+from controlplane.netrpc import Client, ProtocolError, RpcError
 from devnet.operator.base import OperatorBase
 from devnet.operator.common import (
     RETRYABLE_4XX,
     _Delivery,
     _describe,
 )
+from intake.parse import signed_response_parse
+from intake.wire import METHOD, SIGNED_TASK_RESPONSE, signed_response_to_gob
 
 logger = logging.getLogger("devnet.operator")
 
@@ -56,7 +60,12 @@ class Sender(OperatorBase):
 
     def _attempt(self, delivery: _Delivery) -> None:
         delivery.attempts += 1
-        root = delivery.task.root
+        if self.wire == "gob":
+            self._attempt_gob(delivery)
+        else:
+            self._attempt_http(delivery)
+
+    def _attempt_http(self, delivery: _Delivery) -> None:
         status: int | None = None
         try:
             response = requests.post(
@@ -74,20 +83,65 @@ class Sender(OperatorBase):
         except requests.RequestException as exc:
             detail = f"{type(exc).__name__}: {_describe(exc)}"
         if status is not None and 200 <= status < 300:
-            with self._lock:
-                self._counters.responses_sent += 1
-                self._outcomes.append(True)
-            if status == 202 and self.acks_path is not None:
-                self._record_ack(delivery, response)
-            logger.info(
-                "%s: batch %s sent to %s (HTTP %d, attempt %d)",
-                self.name,
-                root,
-                self.send_url,
-                status,
-                delivery.attempts,
-            )
+            answer: dict[str, Any] = {}
+            try:
+                body = response.json()
+                answer = body if isinstance(body, dict) else {}
+            except ValueError:
+                pass
+            self._delivered(delivery, detail, ack=answer if status == 202 else None)
             return
+        refused = status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX
+        self._failed(delivery, detail, refused=refused)
+
+    def _attempt_gob(self, delivery: _Delivery) -> None:
+        """Go net/rpc, as Aligned's operator: an error is retried; the reply value is not read (upstream ignores
+        it, so an aggregator's reply of 1, a dropped signature, counts as sent)."""
+        try:
+            argument = signed_response_to_gob(signed_response_parse(delivery.body))
+            reply = self._rpc_client().call(METHOD, SIGNED_TASK_RESPONSE, argument)
+        except RpcError as exc:
+            # What the control plane's intake refuses for good says "refused (field): why".
+            self._failed(delivery, f"net/rpc error: {exc}", refused=str(exc).startswith("refused"))
+            return
+        except (OSError, ProtocolError) as exc:
+            self._rpc_drop()
+            self._failed(delivery, f"{type(exc).__name__}: {_describe(exc)}", refused=False)
+            return
+        # Through the control plane a reply of 0 means stored: its acknowledgement.
+        ack = {"status": "accepted", "signatureId": None} if not self.direct and reply == 0 else None
+        self._delivered(delivery, f"net/rpc reply {reply}", ack=ack)
+
+    def _rpc_client(self) -> Client:
+        client: Client | None = getattr(self._rpc_local, "client", None)
+        if client is None:
+            host, _, port = self.send_url.rpartition(":")
+            client = Client(host, int(port), timeout=self.timing.send_timeout)
+            self._rpc_local.client = client
+        return client
+
+    def _rpc_drop(self) -> None:
+        client: Client | None = getattr(self._rpc_local, "client", None)
+        self._rpc_local.client = None
+        if client is not None:
+            client.close()
+
+    def _delivered(self, delivery: _Delivery, detail: str, *, ack: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._counters.responses_sent += 1
+            self._outcomes.append(True)
+        if ack is not None and self.acks_path is not None:
+            self._record_ack(delivery, ack)
+        logger.info(
+            "%s: batch %s sent to %s (%s, attempt %d)",
+            self.name,
+            delivery.task.root,
+            self.send_url,
+            detail,
+            delivery.attempts,
+        )
+
+    def _failed(self, delivery: _Delivery, detail: str, *, refused: bool) -> None:
         with self._lock:
             self._counters.responses_failed += 1
         if self.direct:
@@ -98,14 +152,14 @@ class Sender(OperatorBase):
                     delivery, f"not accepted by {self.send_url} after {delivery.attempts} tries: {detail}"
                 )
                 return
-        elif status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
+        elif refused:
             self._abandon(delivery, f"{self.send_url} refused it: {detail}")
             return
         delay = self.timing.direct_retry_interval if self.direct else self._backoff(delivery.attempts)
         logger.warning(
             "%s: batch %s not delivered (%s); attempt %d%s, retry in %.1fs",
             self.name,
-            root,
+            delivery.task.root,
             detail,
             delivery.attempts,
             f"/{self.timing.direct_max_tries}" if self.direct else "",
@@ -113,20 +167,16 @@ class Sender(OperatorBase):
         )
         self._enqueue(delivery, delay=delay)
 
-    def _record_ack(self, delivery: _Delivery, response: requests.Response) -> None:
+    def _record_ack(self, delivery: _Delivery, answer: dict[str, Any]) -> None:
         assert self.acks_path is not None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
         sent = json.loads(delivery.body)
         line = json.dumps(
             {
                 "batchIdentifierHash": sent["batchIdentifierHash"],
                 "operatorId": sent["operatorId"],
                 "blsSignature": sent["blsSignature"],
-                "status": answer.get("status") if isinstance(answer, dict) else None,
-                "signatureId": answer.get("signatureId") if isinstance(answer, dict) else None,
+                "status": answer.get("status"),
+                "signatureId": answer.get("signatureId"),
                 "at": time.time(),
             }
         )

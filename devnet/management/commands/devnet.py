@@ -29,6 +29,21 @@ def _add_network_options(parser: CommandParser) -> None:
         "--control-plane-url", default="http://127.0.0.1:8000", help="where operators send signatures"
     )
     parser.add_argument("--task-window", type=float, default=100.0, help="aggregator task expiry (s)")
+    _add_wire_options(parser)
+
+
+def _add_wire_options(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--wire",
+        choices=("gob", "http"),
+        default="gob",
+        help="how operators send: Go net/rpc as Aligned's (default), or JSON over HTTP for comparison",
+    )
+    parser.add_argument(
+        "--control-plane-rpc",
+        default="127.0.0.1:8090",
+        help="the control plane's net/rpc intake (aggregator_rpc) that operators send to over gob",
+    )
 
 
 class Command(BaseCommand):
@@ -96,6 +111,7 @@ class Command(BaseCommand):
             default="http://127.0.0.1:8000",
             help="the control plane (without --direct)",
         )
+        _add_wire_options(scenario)
 
         for internal in ("run-batcher", "run-aggregator", "run-operator"):
             p = sub.add_parser(internal, help=f"(internal) run the {internal[4:]} in the foreground")
@@ -133,7 +149,8 @@ class Command(BaseCommand):
             f"service manager {state['contracts']['service_manager']}, "
             f"registry {state['contracts']['registry']}, {len(state['operators'])} operators, "
             f"aggregator {state['aggregator']['url']}, batch data on {state['batcher']['data_url']}, "
-            f"operators send to {'the aggregator (direct)' if state['direct'] else state['control_plane_url']}; "
+            f"operators send over {state.get('operator_wire', 'http')} to "
+            f"{'the aggregator (direct)' if state['direct'] else state['control_plane_url']}; "
             f"file {settings.DEVNET_FILE}"
         )
 
@@ -236,6 +253,8 @@ class Command(BaseCommand):
             direct=options["direct"],
             batches=options["batches"],
             control_plane_url=options["control_plane_url"],
+            wire=options["wire"],
+            control_plane_rpc=options["control_plane_rpc"],
             say=self.stdout.write,
         )
         self.stdout.write(
@@ -285,5 +304,7 @@ def _config(options: dict[str, Any], *, port: int | None = None) -> Any:
         proofs_per_batch=options["proofs_per_batch"],
         direct=options["direct"],
         control_plane_url=options["control_plane_url"],
+        wire=options["wire"],
+        control_plane_rpc=options["control_plane_rpc"],
         task_window=options["task_window"],
     )

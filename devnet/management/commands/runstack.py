@@ -173,7 +173,11 @@ class Command(BaseCommand):
             self._say_staff_account(staff_password)  # now, in case start-up fails; again once it is up
         connections.close_all()
         if use_devnet:
-            self._devnet_start(operators=operators, control_plane_url=f"http://{host}:{port}")
+            self._devnet_start(
+                operators=operators,
+                control_plane_url=f"http://{host}:{port}",
+                control_plane_rpc=f"{host}:{rpc_port}",
+            )
 
         # A devnet this run started is a new chain: the ledger of an earlier devnet describes nothing real.
         self._spawn(
@@ -227,7 +231,7 @@ class Command(BaseCommand):
 
     # --- devnet and chain -----------------------------------------------------------------------
 
-    def _devnet_start(self, *, operators: int, control_plane_url: str) -> None:
+    def _devnet_start(self, *, operators: int, control_plane_url: str, control_plane_rpc: str) -> None:
         from devnet.components import component_running
         from devnet.network import DevnetConfig, devnet_up
 
@@ -245,7 +249,11 @@ class Command(BaseCommand):
             self.started_devnet = True
             try:
                 state = devnet_up(
-                    config=DevnetConfig(operators=operators, control_plane_url=control_plane_url)
+                    config=DevnetConfig(
+                        operators=operators,
+                        control_plane_url=control_plane_url,
+                        control_plane_rpc=control_plane_rpc,
+                    )
                 )
             except DevnetStateError as exc:
                 raise CommandError(f"devnet: {exc}") from exc
