@@ -201,6 +201,17 @@ def bench_flood_main(*, operators: int) -> None:
         bench_flood(net=net, env=env)
 
 
+def bench_wire_main(*, operators: int, batches: int) -> None:
+    from tests.benchmarks.intake import precompute
+    from tests.benchmarks.wire import bench_wire
+
+    with bench_network(operators=operators, batches=batches, seed="bench-wire") as (net, env):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT merkle_root, sender, identifier FROM monitoring_batch ORDER BY id")
+            rows = [(r, s, i) for r, s, i in cursor.fetchall()]
+        bench_wire(env=env, bodies=precompute(net, rows))
+
+
 def bench_bls(signers: int) -> None:
     from bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -230,7 +241,7 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
-    parser.add_argument("--only", choices=["ingest", "intake", "bls", "live", "flood"], default=None)
+    parser.add_argument("--only", choices=["ingest", "intake", "wire", "bls", "live", "flood"], default=None)
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
     parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
@@ -245,6 +256,8 @@ def main() -> None:
         bench_ingest(args.logs, args.repeats)
     if args.only in (None, "intake"):
         bench_intake_main(operators=args.operators, batches=args.batches, backends=args.backends.split(","))
+    if args.only in (None, "wire"):
+        bench_wire_main(operators=args.operators, batches=args.batches)
     if args.only in (None, "live"):
         bench_live_main(samples=args.live_samples)
     if args.only in (None, "flood"):
