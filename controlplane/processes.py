@@ -43,3 +43,30 @@ def stop_pid(pid: int, *, timeout: float = 5.0, sig: int = signal.SIGTERM) -> No
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+
+
+def pids_with_env(name: str, prefix: str) -> dict[int, str]:
+    """Live processes (not this one) whose environment holds ``name=<a value starting with prefix>``, with their
+    command lines: how a supervisor finds every child it started even when a signal cut in between the fork
+    and the moment it recorded the PID (Linux /proc; elsewhere none are found)."""
+    needle = f"{name}={prefix}".encode()
+    found: dict[int, str] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[-1].split()[0]
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if state != "Z" and any(v.startswith(needle) for v in variables):
+            found[int(entry)] = command
+    return found

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from controlplane.processes import pids_with_env, stop_pid
 from devnet.anvil import free_port, rpc
 from devnet.batcher import PAUSE_FILE
 from devnet.batches import BatchFormatError, check_batch, parse_batch
@@ -210,6 +211,11 @@ class _Seed:
             devnet_down(path=self.state_file)
         except Exception as exc:
             self.say(f"seed {self.seed}: stopping the devnet: {exc}")
+        # A signal that cut in between a fork and the recording of its PID leaves a process nobody tracks; every
+        # process of this seed carries its directory in DEVNET_DIR, so none is left behind.
+        for pid, command in pids_with_env("DEVNET_DIR", str(self.dir)).items():
+            stop_pid(pid)
+            self.say(f"seed {self.seed}: stopped pid {pid} that was not tracked ({command[:80]})")
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from controlplane.processes import pids_with_env
 from controlplane.supervise import Supervisor
 
 
@@ -59,3 +62,23 @@ def test_it_leaves_a_child_stopped_on_purpose_alone_until_resumed() -> None:
     assert said == [f"sleeper started again (pid {child.pid}, start #3)"]
     supervisor.stop_all()
     assert not child.running
+
+
+def test_it_finds_every_process_started_with_a_marked_environment(tmp_path: Path) -> None:
+    marker = str(tmp_path / "seed-1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "DEVNET_DIR": marker},
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "DEVNET_DIR": str(tmp_path / "elsewhere")},
+    )
+    try:
+        assert set(pids_with_env("DEVNET_DIR", marker)) == {child.pid}
+        assert set(pids_with_env("DEVNET_DIR", str(tmp_path))) == {child.pid, other.pid}
+    finally:
+        for process in (child, other):
+            process.kill()
+            process.wait()
+    assert pids_with_env("DEVNET_DIR", str(tmp_path)) == {}
