@@ -131,6 +131,7 @@ class RpcServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # every operator dials at once when the server (re)starts
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 
 from controlplane.clients import Rate, rate_check
 from controlplane.gob import INT
@@ -32,7 +32,6 @@ def signature_receive_gob(*, argument: Any, source: str) -> Outcome:
         return Outcome(
             error=f"rate limited: more than {settings.INTAKE_RATE} calls from {source}; retry later"
         )
-    close_old_connections()
     try:
         response = signed_response_from_gob(argument)
         result = signature_submit(response=response, source=source)
@@ -42,6 +41,10 @@ def signature_receive_gob(*, argument: Any, source: str) -> Outcome:
     except DatabaseError as exc:
         logger.error("intake storage unavailable: %s", exc)
         return Outcome(error="storage temporarily unavailable; retry")
+    finally:
+        # Back to the pool after every call: an operator keeps its connection (and this thread) for as long as it
+        # runs, and the pool has a few database connections for all of them.
+        connection.close()
     logger.debug("net/rpc signature from %s: %s (%s)", source, result.status, result.signature_id)
     return Outcome(reply=0)
 
@@ -53,9 +56,15 @@ def _methods_for(peer: str) -> dict[str, Method]:
     }
 
 
+def _connection_close() -> None:
+    # A function, not ``connection.close``: that would bind the DatabaseWrapper of the thread that started the
+    # server, and each connection's thread must close its own.
+    connection.close()
+
+
 def rpc_server_start(*, host: str, port: int) -> tuple[RpcServer, threading.Thread]:
     """Serve the intake over net/rpc on a thread; stop it with ``server.shutdown()`` then ``server_close()``."""
     # Each connection's thread gives back its database connection when the operator hangs up.
     return rpc_serve(
-        host=host, port=port, methods_for=_methods_for, on_close=connection.close, name="intake-rpc"
+        host=host, port=port, methods_for=_methods_for, on_close=_connection_close, name="intake-rpc"
     )

@@ -32,7 +32,7 @@ def _add_network_options(parser: CommandParser) -> None:
     _add_wire_options(parser)
 
 
-def _add_wire_options(parser: CommandParser) -> None:
+def _add_wire_options(parser: CommandParser, *, rpc_default: str | None = "127.0.0.1:8090") -> None:
     parser.add_argument(
         "--wire",
         choices=("gob", "http"),
@@ -41,8 +41,9 @@ def _add_wire_options(parser: CommandParser) -> None:
     )
     parser.add_argument(
         "--control-plane-rpc",
-        default="127.0.0.1:8090",
-        help="the control plane's net/rpc intake (aggregator_rpc) that operators send to over gob",
+        default=rpc_default,
+        help="the control plane's net/rpc intake (aggregator_rpc) that operators send to over gob"
+        + (f" (default {rpc_default})" if rpc_default else " (default: a free port)"),
     )
 
 
@@ -111,7 +112,7 @@ class Command(BaseCommand):
             default="http://127.0.0.1:8000",
             help="the control plane (without --direct)",
         )
-        _add_wire_options(scenario)
+        _add_wire_options(scenario, rpc_default=None)  # the scenario starts its own aggregator_rpc
 
         for internal in ("run-batcher", "run-aggregator", "run-operator"):
             p = sub.add_parser(internal, help=f"(internal) run the {internal[4:]} in the foreground")
