@@ -104,10 +104,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     for key in ("CHAIN_RPC_URL", "SERVICE_MANAGER_ADDRESS", "REGISTRY_ADDRESSES", "START_BLOCK"):
         env.pop(key, None)
-    control_plane = ControlPlane(url=url, logs=directory, env=env)
+    rpc = f"127.0.0.1:{free_port()}"  # the operators send over gob to the control plane's aggregator_rpc
+    control_plane = ControlPlane(url=url, logs=directory, env=env, rpc_address=rpc)
     stack = Stack(url=url, database_url=database_url, env=env, state={})
     try:
-        stack.manage("devnet", "up", "--operators", "4", "--batch-interval", "3", "--control-plane-url", url)
+        stack.manage(
+            "devnet",
+            "up",
+            "--operators",
+            "4",
+            "--batch-interval",
+            "3",
+            "--control-plane-url",
+            url,
+            "--control-plane-rpc",
+            rpc,
+        )
         stack.state = json.loads((directory / "devnet.json").read_text())
         stack.manage("migrate", "--noinput", "-v", "0")
         stack.manage(
