@@ -161,6 +161,10 @@ class RpcServer(socketserver.ThreadingTCPServer):
         host, port = self.server_address[:2]
         return f"{host!s}:{port}"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # To the log, not to stderr: what escaped a connection's handler (its closing hook, say).
+        logger.error("net/rpc connection from %s failed", client_address[0], exc_info=True)
+
 
 def rpc_serve(
     *,

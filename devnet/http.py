@@ -44,11 +44,17 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.logger.debug(f"{self.log_prefix}: " + format, *args)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up mid-answer (or a handler bug) goes to the log, not to stderr.
+        logging.getLogger("devnet").warning("http: request from %s failed", client_address[0], exc_info=True)
+
+
 def serve(
     handler: type[BaseHTTPRequestHandler], *, host: str, port: int, name: str
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Listen on (host, port) (0: any free port) and serve on a daemon thread until ``shutdown()``."""
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True
     server.block_on_close = False
     thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.1), name=name, daemon=True)
