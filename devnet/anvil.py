@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import socket
@@ -41,6 +42,9 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+_handed_out: collections.deque[int] = collections.deque(maxlen=1024)
+
+
 def free_port() -> int:
     """A port free now, for a server that binds it a little later.
 
@@ -48,7 +52,7 @@ def free_port() -> int:
     outgoing connection (to Postgres, to another server) can take it before the server binds it.
     """
     low, _ = _ephemeral_range()
-    candidates = list(range(20000, min(low, 32768)))
+    candidates = [p for p in range(20000, min(low, 32768)) if p not in _handed_out]
     random.shuffle(candidates)
     for port in candidates[:200]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -56,6 +60,9 @@ def free_port() -> int:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            # Not handed out again soon: two servers given the same still-unbound port (a devnet's operator and
+            # its aggregator's net/rpc server, say) would collide when the second binds.
+            _handed_out.append(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
