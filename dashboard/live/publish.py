@@ -21,11 +21,11 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from controlplane.outages import redis_outage
+from controlplane.outages import postgres_outage, redis_outage
 
 logger = logging.getLogger("dashboard.live")
 
@@ -165,6 +165,10 @@ def live_notify_each(*, label: str, build: Callable[[], Iterable[dict[str, Any]]
                 batch = message.get("batch")
                 groups = [QUORUM_GROUP] + ([batch_group(batch)] if batch else [])
                 live_send(groups=groups, message={**message, "data": message.get("data") or {}})
+        except DatabaseError as exc:  # Postgres went away after the commit: an outage, said once, not a bug
+            postgres_outage.note(
+                f"live update {label} not built ({type(exc).__name__}: {str(exc).strip()[:200]})"
+            )
         except Exception:
             logger.warning("live update %s not built", label, exc_info=True)
 
