@@ -19,6 +19,9 @@ class AlertKind(models.TextChoices):
     INVALID_SIGNATURE = "invalid_signature", "Invalid signature"
     CONFLICTING_SIGNATURE = "conflicting_signature", "Conflicting signatures"
     RECOVERY_FAILING = "recovery_failing", "Recovery failing"
+    STANDBY_ANSWERED = "standby_answered", "Answered by the standby"
+    RESPONDER_BALANCE_LOW = "responder_balance_low", "Responder balance low"
+    WINDOW_CLOSING = "window_closing", "Batch leaving its window unanswered"
 
 
 class AlertSeverity(models.TextChoices):

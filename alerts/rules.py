@@ -2,7 +2,7 @@
 
 Rules only read (the ledger and the observations in RuleContext); thresholds are settings read at each
 evaluation. The rules of ingest (which ask the chain node) and of recovery (the aggregator, recovery tasks) are
-in ``ingest_rules`` and ``recovery_rules``; RULES lists them all, in the order they are evaluated.
+in ``ingest_rules``, ``recovery_rules`` and ``standby_rules``; RULES lists them all, in the order they are evaluated.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from alerts.ingest_rules import INGEST_RULES
 from alerts.models import Alert, AlertKind, AlertSeverity
 from alerts.observe import RuleContext
 from alerts.recovery_rules import RECOVERY_RULES
+from alerts.standby_rules import STANDBY_RULES
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus, IngestCursor, Operator
 from liveness.models import OperatorLiveness, OperatorState
@@ -359,5 +360,6 @@ RULES: tuple[Rule, ...] = (
     Rule(AlertKind.INVALID_SIGNATURE, invalid_signatures, signatures_resolution),
     Rule(AlertKind.CONFLICTING_SIGNATURE, conflicting_signatures, signatures_resolution),
     *RECOVERY_RULES,
+    *STANDBY_RULES,
 )
 RULES_BY_KIND: dict[str, Rule] = {str(rule.kind): rule for rule in RULES}

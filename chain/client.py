@@ -74,10 +74,12 @@ _TRANSIENT_WORDING = (
 class RpcError(Exception):
     """A JSON-RPC error answer (or a failure to get one) for ``method``."""
 
-    def __init__(self, code: int | None, message: str, method: str) -> None:
+    def __init__(self, code: int | None, message: str, method: str, data: str | None = None) -> None:
         self.code = code
         self.message = message
         self.method = method
+        # The error's data member when it is hex: an eth_call or eth_estimateGas revert's return data.
+        self.data = data
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -88,7 +90,7 @@ class RpcError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the three-argument constructor picklable (RQ and multiprocessing pickle exceptions).
-        return (type(self), (self.code, self.message, self.method))
+        return (type(self), (self.code, self.message, self.method, self.data))
 
 
 class RangeTooLarge(RpcError):
@@ -128,7 +130,7 @@ class RawLog:
     removed: bool
 
 
-def rpc_error_for(method: str, code: int | None, message: str) -> RpcError:
+def rpc_error_for(method: str, code: int | None, message: str, data: str | None = None) -> RpcError:
     """Map a JSON-RPC error answer to the error class that says what the caller should do."""
     text = message.lower()
     if code == 429 or any(word in text for word in _RATE_LIMIT_WORDING):
@@ -141,7 +143,7 @@ def rpc_error_for(method: str, code: int | None, message: str) -> RpcError:
         return RangeTooLarge(code, message, method)
     if code == -32005 or any(word in text for word in _TRANSIENT_WORDING):
         return TransientRpcError(code, message, method)
-    return RpcError(code, message, method)
+    return RpcError(code, message, method, data)
 
 
 def _hex_int(value: Any) -> int:
@@ -344,7 +346,11 @@ class ChainClient:
             return TransientRpcError(None, f"malformed JSON-RPC error {error!r:.100}", method)
         code = error.get("code")
         message = str(error.get("message", ""))
-        return rpc_error_for(method, code if isinstance(code, int) else None, message)
+        data = error.get("data")
+        if isinstance(data, dict):  # some nodes nest it: {"data": {"data": "0x…"}}
+            data = data.get("data")
+        hex_data = data.lower() if isinstance(data, str) and data.startswith("0x") else None
+        return rpc_error_for(method, code if isinstance(code, int) else None, message, hex_data)
 
     def _result(self, answer: Any, method: str) -> Any:
         # Lenient about the "jsonrpc" member (some gateways drop it); strict about result/error.

@@ -34,6 +34,8 @@ class Network:
     chain_rpc_url: str | None = None
     service_manager_address: str | None = None
     registry_addresses: tuple[str, ...] = ()
+    # EigenLayer's OperatorStateRetriever: the standby responder asks it for checkSignatures' indices.
+    operator_state_retriever_address: str | None = None
     start_block: int | None = None
     aggregator_url: str | None = None
     # "gob": Go net/rpc, as Aligned's aggregator (aggregator_url is then its HOST:PORT); "http": our devnet's JSON.
@@ -125,6 +127,7 @@ def _network_file(path: Path) -> tuple[dict[str, Any], str]:
         "CHAIN_RPC_URL": data.get("rpc_url"),
         "SERVICE_MANAGER_ADDRESS": contracts.get("service_manager"),
         "REGISTRY_ADDRESSES": contracts.get("registry_addresses"),
+        "OPERATOR_STATE_RETRIEVER_ADDRESS": contracts.get("operator_state_retriever"),
         "START_BLOCK": data.get("start_block"),
         "AGGREGATOR_URL": aggregator.get("url"),
         "AGGREGATOR_PROTOCOL": aggregator.get("protocol"),
@@ -143,6 +146,7 @@ def network_resolve(
     chain_rpc_url: str | None = None,
     service_manager_address: str | None = None,
     registry_addresses: list[str] | None = None,
+    operator_state_retriever_address: str | None = None,
     start_block: str | None = None,
     aggregator_url: str | None = None,
     aggregator_protocol: str | None = None,
@@ -153,6 +157,7 @@ def network_resolve(
         "CHAIN_RPC_URL": chain_rpc_url,
         "SERVICE_MANAGER_ADDRESS": service_manager_address,
         "REGISTRY_ADDRESSES": registry_addresses or None,
+        "OPERATOR_STATE_RETRIEVER_ADDRESS": operator_state_retriever_address,
         "START_BLOCK": start_block,
         "AGGREGATOR_URL": aggregator_url,
         "AGGREGATOR_PROTOCOL": aggregator_protocol,
@@ -215,6 +220,9 @@ def network_resolve(
         chain_rpc_url=checked("CHAIN_RPC_URL", lambda v: _url("CHAIN_RPC_URL", str(v))),
         service_manager_address=service_manager,
         registry_addresses=registries,
+        operator_state_retriever_address=checked(
+            "OPERATOR_STATE_RETRIEVER_ADDRESS", lambda v: _address("OPERATOR_STATE_RETRIEVER_ADDRESS", str(v))
+        ),
         start_block=checked("START_BLOCK", _start_block),
         aggregator_url=checked("AGGREGATOR_URL", aggregator),
         aggregator_protocol=protocol,
@@ -230,6 +238,7 @@ def network_from_env(*, network_file: Path | None) -> Network:
         chain_rpc_url=env_optional_str("CHAIN_RPC_URL"),
         service_manager_address=env_optional_str("SERVICE_MANAGER_ADDRESS"),
         registry_addresses=env_list("REGISTRY_ADDRESSES"),
+        operator_state_retriever_address=env_optional_str("OPERATOR_STATE_RETRIEVER_ADDRESS"),
         start_block=env_optional_str("START_BLOCK"),
         aggregator_url=env_optional_str("AGGREGATOR_URL"),
         aggregator_protocol=env_optional_str("AGGREGATOR_PROTOCOL"),

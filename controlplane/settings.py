@@ -252,6 +252,7 @@ NETWORK = network_from_env(network_file=DEVNET_FILE)
 CHAIN_RPC_URL = NETWORK.chain_rpc_url
 SERVICE_MANAGER_ADDRESS = NETWORK.service_manager_address
 REGISTRY_ADDRESSES = list(NETWORK.registry_addresses)
+OPERATOR_STATE_RETRIEVER_ADDRESS = NETWORK.operator_state_retriever_address
 START_BLOCK = NETWORK.start_block
 AGGREGATOR_URL = NETWORK.aggregator_url
 AGGREGATOR_PROTOCOL = NETWORK.aggregator_protocol
@@ -327,6 +328,27 @@ RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 600.0, minimum=1.0)
 # An owed batch is asked about again and again while it is pending, each time later (the grace, doubling) up to this.
 RECOVERY_CATCHUP_ASK_CAP = env_float("RECOVERY_CATCHUP_ASK_CAP", 300.0, minimum=1.0)
 
+# The standby responder: answers on chain (respondToTaskV2) for a batch holding a verified quorum that the
+# aggregator can't answer (unreachable, or it said it does not know the task). It signs with the aggregator's own
+# key (AGGREGATOR_PRIVATE_KEY_FILE), which the contract requires of whoever responds.
+STANDBY_RESPONDER = env_bool("STANDBY_RESPONDER", False)
+AGGREGATOR_PRIVATE_KEY = env_optional_str("AGGREGATOR_PRIVATE_KEY")
+if STANDBY_RESPONDER and not AGGREGATOR_PRIVATE_KEY:
+    raise ImproperlyConfiguredEnv(
+        "STANDBY_RESPONDER=1 needs the aggregator's key: set AGGREGATOR_PRIVATE_KEY_FILE (or AGGREGATOR_PRIVATE_KEY)"
+    )
+if AGGREGATOR_PRIVATE_KEY and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", AGGREGATOR_PRIVATE_KEY.strip()):
+    # Never echo the value: it is a key.
+    raise ImproperlyConfiguredEnv("AGGREGATOR_PRIVATE_KEY(_FILE) is not a 32-byte hex private key")
+# Blocks a batch stays stuck with a quorum (after RECOVERY_STUCK_BLOCKS, while replays run) before the standby answers.
+STANDBY_AFTER_BLOCKS = env_int("STANDBY_AFTER_BLOCKS", 10, minimum=0)
+# One attempt waits this long for its transaction's receipt; a transaction still unmined this long after it was
+# sent is replaced with the same nonce and fees raised 12.5%.
+STANDBY_RECEIPT_WAIT = env_float("STANDBY_RECEIPT_WAIT", 20.0, minimum=0.1)
+STANDBY_BUMP_SECONDS = env_float("STANDBY_BUMP_SECONDS", 30.0, minimum=0.1)
+# A batch can usefully be answered this many blocks after its creation (the batcher gives up on it after that).
+RESPONSE_WINDOW_BLOCKS = env_int("RESPONSE_WINDOW_BLOCKS", 300, minimum=1)
+
 # --- Alerts ------------------------------------------------------------------------------------
 # Rules are evaluated every ALERTS_INTERVAL seconds by `manage.py alerts` (one active replica).
 ALERTS_INTERVAL = env_float("ALERTS_INTERVAL", 10.0, minimum=0.1)
@@ -344,6 +366,10 @@ ALERT_AGGREGATOR_UNREACHABLE_SECONDS = env_float("ALERT_AGGREGATOR_UNREACHABLE_S
 ALERT_SIGNATURE_WINDOW_SECONDS = env_float("ALERT_SIGNATURE_WINDOW_SECONDS", 3600.0, minimum=1.0)
 # An open recovery task that has been attempted this many times is failing.
 ALERT_RECOVERY_FAILING_ATTEMPTS = env_int("ALERT_RECOVERY_FAILING_ATTEMPTS", 5, minimum=1)
+# The aggregator's (and standby's) account should hold what this many responses cost at the last one's price.
+ALERT_RESPONDER_BALANCE_RESPONSES = env_int("ALERT_RESPONDER_BALANCE_RESPONSES", 20, minimum=1)
+# A pending batch with a quorum and no response this close to the end of RESPONSE_WINDOW_BLOCKS is about to be lost.
+ALERT_WINDOW_CLOSING_BLOCKS = env_int("ALERT_WINDOW_CLOSING_BLOCKS", 50, minimum=1)
 # Timeout of the evaluator's own JSON-RPC calls (chain head, genesis).
 ALERT_CHAIN_TIMEOUT = env_float("ALERT_CHAIN_TIMEOUT", 5.0, minimum=0.1)
 

@@ -171,22 +171,32 @@ def _recovery_entries(batch: Batch) -> list[TimelineEntry]:
     from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask, SignatureDelivery
 
     entries = []
-    tasks = RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY, subject=batch.identifier).order_by("id")
+    tasks = RecoveryTask.objects.filter(
+        kind__in=[RecoveryKind.REPLAY, RecoveryKind.RESPOND], subject=batch.identifier
+    ).order_by("id")
     for task in tasks:
+        name = "Replay" if task.kind == RecoveryKind.REPLAY else "Standby response"
         reason = f" ({task.reason})" if task.reason else ""
-        text = f"Replay #{task.id} requested by {task.requested_by}{reason}"
+        text = f"{name} #{task.id} requested by {task.requested_by}{reason}"
         entries.append(TimelineEntry(task.created_at, "recovery.task", text))
-        if task.finished_at is not None:
+        if task.finished_at is not None and task.result.get("answered_by") == "standby":
+            text = f"Answered by the standby: {name.lower()} #{task.id}, tx {task.result.get('tx_hash')}"
+            entries.append(TimelineEntry(task.finished_at, "recovery.standby", text))
+        elif task.finished_at is not None:
             verb = "done" if task.status == RecoveryStatus.DONE else str(task.status)
             detail = f": {task.last_error}" if task.last_error and task.status != RecoveryStatus.DONE else ""
-            text = f"Replay #{task.id} {verb} after {task.attempts} attempt(s){detail}"
+            text = f"{name} #{task.id} {verb} after {task.attempts} attempt(s){detail}"
             entries.append(TimelineEntry(task.finished_at, "recovery.task", text))
         elif task.last_error:
-            text = f"Replay #{task.id} retrying ({task.attempts} attempt(s)): {task.last_error}"
+            text = f"{name} #{task.id} retrying ({task.attempts} attempt(s)): {task.last_error}"
             entries.append(TimelineEntry(task.updated_at, "recovery.task", text))
     in_plan = Q(plan__batches__contains=[{"identifier": batch.identifier}])
     for run in RecoveryRun.objects.filter(Q(scope=batch.identifier) | in_plan).order_by("id"):
-        what = "Dry run" if run.dry_run else "Replay run"
+        what = (
+            "Dry run"
+            if run.dry_run
+            else ("Standby run" if run.kind == RecoveryKind.RESPOND else "Replay run")
+        )
         scope = "this batch" if run.scope == batch.identifier else run.scope
         text = f"{what} #{run.id} by {run.requested_by} ({scope}): {run.outcome}"
         entries.append(TimelineEntry(run.created_at, "recovery.run", text))

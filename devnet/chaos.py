@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devnet.components import aggregator_replace, component_running, component_start, component_stop
@@ -88,7 +88,15 @@ def _apply(event: ChaosEvent, *, path: Path) -> None:
 # --- the suite's schedule ------------------------------------------------------------------------------
 
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
-    "devnet": ("operator", "stake-down", "aggregator-crash", "aggregator-replace", "aggregator-outage"),
+    "devnet": (
+        "operator",
+        "stake-down",
+        "aggregator-crash",
+        "aggregator-replace",
+        "aggregator-outage",
+        # Killed and never started again: from then on, the control plane's standby responder answers every batch.
+        "aggregator-gone",
+    ),
     "control-plane": ("cp-kill",),
     "infra": (
         "redis-flush",
@@ -178,9 +186,23 @@ def suite_schedule(*, seed: int, duration: float, faults: str = "all") -> list[F
             lasts = rng.uniform(3, 8)
         elif kind == "reorg":
             mode = f"depth {rng.randint(1, CONFIRMATIONS - 1)}"
+        elif kind == "aggregator-gone":
+            target, mode = "aggregator", "for good"
         at = max(0.5, min(at, duration - lasts))  # every fault heals by the end of the run
         schedule.append(Fault(at=round(at, 1), kind=kind, target=target, lasts=round(lasts, 1), mode=mode))
-    return sorted(schedule, key=lambda f: (f.at, f.kind, f.target))
+    return sorted(_aggregator_gone_last(schedule, duration=duration), key=lambda f: (f.at, f.kind, f.target))
+
+
+def _aggregator_gone_last(schedule: list[Fault], *, duration: float) -> list[Fault]:
+    """The aggregator goes for good only after every other aggregator fault has healed (a healing would start it
+    again), so each still happens once."""
+    gone = [f for f in schedule if f.kind == "aggregator-gone"]
+    if not gone:
+        return schedule
+    rest = [f for f in schedule if f.kind != "aggregator-gone"]  # it goes once: a second draw is dropped
+    others = [f.at + f.lasts for f in rest if f.kind.startswith("aggregator-")]
+    at = round(min(max([gone[0].at, *(end + 0.5 for end in others)]), duration), 1)
+    return [*rest, replace(gone[0], at=at)]
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -47,7 +47,7 @@ from devnet.faultproxy import FaultProxy
 from devnet.infra import PostgresServer, RedisServer
 from devnet.network import DevnetConfig, devnet_down, devnet_up
 from devnet.scenarios import ChainWatch, wait_ready
-from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
+from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers, standby_env
 from devnet.state import load_state
 
 # The loops this project runs: they must never exit by themselves (the RQ worker and daphne may; they are restarted).
@@ -148,6 +148,7 @@ class _Seed:
         self.control_plane: ControlPlane | None = None
         self.rpc_url = ""
         self.database = ""
+        self.aggregator_gone = False
 
     # -- set-up and tear-down ---------------------------------------------------------------------------
 
@@ -191,6 +192,8 @@ class _Seed:
                 "DEVNET_DIR": str(self.dir),
                 "SECRET_KEY": "chaos-only",
                 "DEBUG": "0",
+                # The aggregator may be gone for good (a fault kind): the standby answers then.
+                **standby_env(state, self.dir / "secrets"),
             }
         )
         self.control_plane = ControlPlane(url=url, logs=self.dir / "logs", env=env, rpc_address=rpc_address)
@@ -265,6 +268,13 @@ class _Seed:
                         component_start(name=name, path=path)
 
             return stop, start
+        if kind == "aggregator-gone":
+
+            def gone() -> None:
+                self.aggregator_gone = True
+                component_stop(name="aggregator", kill=True, path=path)
+
+            return gone, None
         if kind == "aggregator-replace":
 
             def replace() -> None:
@@ -298,6 +308,8 @@ class _Seed:
             self.redis.start()
         state = load_state(self.state_file)
         for name in state.get("components", {}):
+            if name == "aggregator" and self.aggregator_gone:
+                continue  # gone for good: it stays gone
             if name != "chain" and not component_running(state, name):
                 component_start(name=name, path=self.state_file)
         for name in self.control_plane.commands:

@@ -23,7 +23,7 @@ from chain.abi import TOPICS, batch_identifier, decode_log
 from devnet.anvil import free_port
 from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
-from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers
+from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers, standby_env
 from devnet.state import state_path
 
 BATCH_INTERVAL = 3.0
@@ -168,14 +168,26 @@ def _recovery_counts(*, since: datetime) -> str:
 
     rows = RecoveryTask.objects.filter(created_at__gte=since).values("kind", "status").annotate(n=Count("id"))
     done = {r["kind"]: r["n"] for r in rows if r["status"] == RecoveryStatus.DONE}
+    standby = RecoveryTask.objects.filter(
+        created_at__gte=since, kind="respond", status=RecoveryStatus.DONE, result__answered_by="standby"
+    ).count()
     return (
         f"{done.get('replay', 0)} replays, {done.get('catchup', 0)} catch-ups, "
-        f"{done.get('forward', 0)} forwards acknowledged"
+        f"{done.get('forward', 0)} forwards acknowledged, {standby} answered by the standby"
     )
 
 
 CONTROL_PLANE_SCENARIOS = ("redis-flush", "worker-kill", "ingest-down")
-SCENARIOS = ("no-fault", "operators-down", "aggregator-crash", "aggregator-replace", *CONTROL_PLANE_SCENARIOS)
+SCENARIOS = (
+    "no-fault",
+    "operators-down",
+    "aggregator-crash",
+    "aggregator-replace",
+    "aggregator-gone",
+    *CONTROL_PLANE_SCENARIOS,
+)
+# Scenarios where the control plane answers on chain itself, as the aggregator's standby (STANDBY_RESPONDER).
+STANDBY_SCENARIOS = ("aggregator-gone",)
 
 
 def scenario_run(
@@ -215,10 +227,11 @@ def scenario_run(
     control_plane: ControlPlane | None = None
     try:
         if not direct:
+            standby = standby_env(state, logs_dir(state_path())) if name in STANDBY_SCENARIOS else {}
             control_plane = ControlPlane(
                 url=control_plane_url,
                 logs=logs_dir(state_path()),
-                env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path())},
+                env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path()), **standby},
                 rpc_address=control_plane_rpc if wire == "gob" else None,
             )
             control_plane.start()
@@ -253,6 +266,15 @@ def scenario_run(
                 aggregator_replace(kill_old=True)
                 say("fault: aggregator replaced mid-quorum (new boot id, same key)")
                 fault_ended = time.monotonic()
+        elif name == "aggregator-gone":
+            _wait_for_batches(chain, 2, after=ready)
+            _wait_mid_quorum(state)
+            component_stop(name="aggregator", kill=True)
+            say(
+                "fault: aggregator killed (SIGKILL) mid-quorum, for good"
+                + ("" if direct else "; the control plane's standby responder answers instead")
+            )
+            fault_ended = time.monotonic()
         elif name == "redis-flush" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)
             redis.Redis.from_url(settings.REDIS_URL).flushall()

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -36,6 +37,23 @@ CONTROL_PLANE_ENV = {
     # ... and all post from that one address: the per-address limit is for one operator's worth.
     "INTAKE_RATE": "6000/min",
 }
+
+
+def standby_env(state: dict[str, Any], directory: Path) -> dict[str, str]:
+    """Settings that turn on the control plane's standby responder with the devnet aggregator's key.
+
+    The key goes to a file only its owner can read, passed as AGGREGATOR_PRIVATE_KEY_FILE (as a deployment
+    passes a secret); the standby answers a stuck batch a few blocks after replays began.
+    """
+    key_file = directory / "aggregator.key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(str(state["accounts"]["aggregator"]["private_key"]) + "\n")
+    return {
+        "STANDBY_RESPONDER": "1",
+        "AGGREGATOR_PRIVATE_KEY_FILE": str(key_file),
+        "STANDBY_AFTER_BLOCKS": "3",
+    }
 
 
 def answers(url: str) -> bool:

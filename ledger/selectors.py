@@ -116,6 +116,21 @@ def total_stake_at_block(*, block_number: int) -> Decimal:
     return sum(operator_stakes_at_block(block_number=block_number).values(), Decimal(0))
 
 
+def operators_registered_at_block(*, block_number: int) -> set[str]:
+    """Operator ids registered (in quorum 0) as of the end of ``block_number``: each one's last live
+    OperatorRegistered/OperatorDeregistered event at or before it, by (block, log index), is a registration."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT subject FROM (
+                SELECT DISTINCT ON (subject) subject, name FROM monitoring_chainevent
+                WHERE name IN ('OperatorRegistered', 'OperatorDeregistered') AND NOT removed AND block_number <= %s
+                ORDER BY subject, block_number DESC, log_index DESC
+            ) last WHERE name = 'OperatorRegistered'""",
+            [block_number],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 # --- Ingest ------------------------------------------------------------------------------------
 
 

@@ -30,6 +30,12 @@ from intake.wire import EMPTY, METHOD, PING, SIGNED_TASK_RESPONSE, signed_respon
 logger = logging.getLogger("recovery")
 
 
+# What an aggregator answers for a task it does not know (the devnet's 404s; Aligned's reply 1 over gob); a replay
+# that got one records it in its result under UNKNOWN_TASK.
+UNKNOWN_TASK_CODES = frozenset({"unknown_task", "task_expired", "dropped"})
+UNKNOWN_TASK = "aggregator_unknown_task"
+
+
 class AggregatorUnavailable(RuntimeError):
     """No answer, or a 5xx: try again later."""
 

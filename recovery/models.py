@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from controlplane.fields import HexField
+from controlplane.fields import HexField, WeiField
 
 
 class RecoveryKind(models.TextChoices):
@@ -15,6 +15,8 @@ class RecoveryKind(models.TextChoices):
     REPLAY = "replay", "Replay a batch to the aggregator"
     # Ask an operator, through its control endpoint, to process the batches it missed.
     CATCHUP = "catchup", "Operator catch-up"
+    # Answer a pending batch on chain ourselves (respondToTaskV2), as the aggregator's standby.
+    RESPOND = "respond", "Standby response on chain"
 
 
 class RecoveryStatus(models.TextChoices):
@@ -134,3 +136,31 @@ class CatchupAsk(models.Model):
 
     def __str__(self) -> str:
         return f"asked {self.operator_id[:10]} about {self.batch_identifier[:10]} x{self.asks}"
+
+
+class ResponseTransaction(models.Model):
+    """Each respondToTaskV2 transaction the standby signed and sent; a fee bump is a new row with the same nonce.
+
+    Every hash stays known, so whichever of a nonce's transactions was mined is recognised as ours (a replacement
+    that succeeded is a success, not a failure of the one it replaced).
+    """
+
+    batch_identifier = HexField(max_length=66)
+    task = models.ForeignKey("recovery.RecoveryTask", null=True, blank=True, on_delete=models.SET_NULL)
+    sender = HexField(max_length=42)
+    nonce = models.BigIntegerField()
+    tx_hash = HexField(max_length=66, unique=True)
+    gas = models.BigIntegerField()
+    max_fee_per_gas = WeiField()
+    priority_fee_per_gas = WeiField()
+    sent_at = models.DateTimeField(auto_now_add=True)
+    # Set once its receipt is seen; a transaction whose nonce was taken by another stays unmined for ever.
+    mined_block = models.BigIntegerField(null=True, blank=True)
+    succeeded = models.BooleanField(null=True, blank=True)
+    fee_paid = WeiField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["batch_identifier", "nonce"])]
+
+    def __str__(self) -> str:
+        return f"response to {self.batch_identifier[:10]} nonce {self.nonce} ({self.tx_hash[:10]})"

@@ -93,7 +93,7 @@ def _seed() -> dict[str, Any]:
     )
     OperatorLiveness.objects.create(operator_id=operators[1].operator_id, state="down", since=now)
     pending = batch_create(label="pending", created_block=110)
-    batch_create(label="verified", created_block=100, verified_block=104)
+    verified = batch_create(label="verified", created_block=100, verified_block=104)
     batch_create(label="v2", created_block=105, fee_limit=None, event_version=2)
     BatchProgress.objects.create(
         batch=pending,
@@ -138,6 +138,8 @@ def _seed() -> dict[str, Any]:
         "bodies": {
             "/api/v1/recovery/replays": {"all_pending": True, "dry_run": True},
             "/api/v1/recovery/catchups": {"operator_id": operators[1].operator_id},
+            # Needs no chain: a verified batch is skipped, with the reason, and the request is recorded.
+            "/api/v1/recovery/responses": {"batch": verified.identifier},
         },
     }
 

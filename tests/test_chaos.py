@@ -54,6 +54,10 @@ def test_it_schedules_every_fault_kind_and_heals_each_by_the_end(seed: int) -> N
     outage = next(f for f in schedule if f.kind == "aggregator-outage")
     assert outage.lasts > max(TASK_WINDOW, RETRY_WINDOW)
     assert all(f.mode in ("depth 1", "depth 2") for f in schedule if f.kind == "reorg")
+    gone = next(f for f in schedule if f.kind == "aggregator-gone")
+    for fault in schedule:
+        if fault.kind.startswith("aggregator-") and fault is not gone:
+            assert fault.at + fault.lasts <= gone.at, "no aggregator fault heals (starts it) after it is gone"
 
 
 def test_it_limits_a_schedule_to_one_group_of_faults() -> None:

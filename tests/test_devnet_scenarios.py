@@ -43,7 +43,9 @@ def test_it_verifies_every_batch_without_faults(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["operators-down", "aggregator-crash", "aggregator-replace"])
+@pytest.mark.parametrize(
+    "name", ["operators-down", "aggregator-crash", "aggregator-replace", "aggregator-gone"]
+)
 def test_it_reproduces_lost_batches_when_operators_send_directly(tmp_path, name):
     created, verified, lost, output = scenario(name, tmp_path, "--direct", "--batches", "5")
     assert created == 5
@@ -82,3 +84,21 @@ def test_it_loses_nothing_when_the_control_plane_is_in_the_loop(tmp_path, name, 
     assert (created, verified, lost) == (5, 5, 0), output
     # Each batch verified exactly once: one "verified in block" per batch line.
     assert output.count("verified in block") == 5
+
+
+@pytest.mark.slow
+def test_it_answers_on_chain_itself_when_the_aggregator_is_gone_for_good(tmp_path, scenario_database):
+    created, verified, lost, output = scenario(
+        "aggregator-gone",
+        tmp_path,
+        "--batches",
+        "5",
+        "--control-plane-url",
+        f"http://127.0.0.1:{free_port()}",
+        env_extra={"DATABASE_URL": scenario_database, "REDIS_URL": "redis://127.0.0.1:6379/12"},
+    )
+    assert (created, verified, lost) == (5, 5, 0), output
+    assert output.count("verified in block") == 5
+    answered = re.search(r"(\d+) answered by the standby", output)
+    assert answered is not None, output
+    assert int(answered.group(1)) >= 1, output

@@ -40,6 +40,13 @@ class CatchupInputSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(required=False, default=False)
 
 
+class ResponseInputSerializer(serializers.Serializer):
+    """``{"batch": "0x…"}`` and optionally ``"dry_run": true`` (the struct and the simulated call, nothing sent)."""
+
+    batch = _bytes32("The pending batch the standby should answer on chain.")
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+
 class RecoveryTaskOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = RecoveryTask

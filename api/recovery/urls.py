@@ -13,6 +13,8 @@ urlpatterns = [
     path("replays/", views.ReplayCreateApi.as_view()),
     path("catchups", views.CatchupCreateApi.as_view(), name="catchup-create"),
     path("catchups/", views.CatchupCreateApi.as_view()),
+    path("responses", views.ResponseCreateApi.as_view(), name="response-create"),
+    path("responses/", views.ResponseCreateApi.as_view()),
     path("runs", views.RunListApi.as_view(), name="run-list"),
     path("runs/", views.RunListApi.as_view()),
     path("runs/<str:run_id>", views.RunDetailApi.as_view(), name="run-detail"),

@@ -21,6 +21,7 @@ from api.recovery.serializers import (
     CatchupInputSerializer,
     RecoveryRunOutputSerializer,
     ReplayInputSerializer,
+    ResponseInputSerializer,
 )
 from api.schema import error_responses
 from api.views import ApiError, ApiListView, ApiView
@@ -111,6 +112,24 @@ class CatchupCreateApi(ApiView):
             scope=operator_id,
             dry_run=data["dry_run"],
             field="operator_id",
+        )
+
+
+class ResponseCreateApi(ApiView):
+    """Have the standby answer one pending batch on chain (staff); ``dry_run`` shows the struct and the simulation."""
+
+    @extend_schema(request=ResponseInputSerializer, responses=RUN_CREATED)
+    def post(self, request: Request) -> Response:
+        data = _validated(ResponseInputSerializer, request)
+        identifier = bytes32_normalize(value=data["batch"].strip())
+        if identifier is None:
+            raise ApiError("batch must be 0x followed by 64 hex digits", field="batch")
+        return _start(
+            request=request,
+            kind=RecoveryKind.RESPOND,
+            scope=identifier,
+            dry_run=data["dry_run"],
+            field="batch",
         )
 
 

@@ -14,6 +14,8 @@ from django.db import IntegrityError, transaction
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
 from recovery.aggregator import (
+    UNKNOWN_TASK,
+    UNKNOWN_TASK_CODES,
     AggregatorAnswer,
     AggregatorUnavailable,
     aggregator_announce,
@@ -141,11 +143,13 @@ def replay_execute(task: RecoveryTask) -> Outcome:
                 "the aggregator responded for this batch meanwhile", sent=sent, boot_id=boot_id
             )
         if answer.status_code != 200 or answer.code not in ACKNOWLEDGED:
-            # Expired again between the announcement and now, or refused: the next run announces afresh.
+            # Expired again between the announcement and now, or refused: the next run announces afresh. A gob
+            # aggregator's "dropped" (reply 1) means it does not know the task: the standby may answer instead.
             return Outcome.retry(
                 f"signature {signature.id} not acknowledged: HTTP {answer.status_code} {answer.body}",
                 sent=sent,
                 boot_id=boot_id,
+                **({UNKNOWN_TASK: True} if answer.code in UNKNOWN_TASK_CODES else {}),
             )
         _record_delivery(signature=signature, answer=answer)
         sent += 1

@@ -105,6 +105,64 @@ def catchup_plan(*, operator_id: str) -> dict[str, Any]:
     }
 
 
+def response_plan(*, scope: str) -> dict[str, Any]:
+    """The standby's respondToTaskV2 for one batch: the struct it would send and what an eth_call of it gives."""
+    from chain.client import ChainClient, RpcError
+    from recovery.services.standby import NotAnswerable, response_build, response_simulate, standby_config
+
+    identifier = _bytes32(value=scope, name="batch")
+    batch = Batch.objects.filter(identifier=identifier).first()
+    if batch is None:
+        raise ValueError(f"no batch with identifier {identifier}")
+    plan: dict[str, Any] = {"identifier": batch.identifier, "status": batch.status}
+    if batch.status != BatchStatus.PENDING:
+        return {**plan, "skipped": _skip_reason(batch).replace("replayed", "answered")}
+    standby, missing = standby_config()
+    if standby is None:
+        raise ValueError(missing)
+    plan["sender"] = standby.sender
+    client = ChainClient(standby.rpc_url, max_attempts=3)
+    try:
+        response = response_build(batch=batch, client=client, standby=standby)
+        simulated = response_simulate(plan=response, client=client, standby=standby)
+    except NotAnswerable as exc:
+        return {**plan, "skipped": f"not answerable: {exc}"}
+    except RpcError as exc:
+        raise ValueError(f"the chain could not be asked: {exc}") from None
+    finally:
+        client.close()
+    from chain.contracts import revert_decode
+
+    plan["response"] = response.as_json()
+    plan["simulation"] = (
+        {"reverts": True, "revert": revert_decode(simulated.data).text}
+        if simulated.reverted
+        else {"reverts": False}
+    )
+    return plan
+
+
+def _response_outcome(*, run: RecoveryRun, plan: dict[str, Any], requested_by: str, dry_run: bool) -> str:
+    if "skipped" in plan:
+        return f"nothing to do: {plan['skipped']}"
+    simulation = plan["simulation"]
+    verdict = (
+        f"the simulation reverts: {simulation['revert']}"
+        if simulation["reverts"]
+        else "the simulation succeeds"
+    )
+    share = plan["response"]["signedPercentage"]
+    if dry_run:
+        return f"dry run: the standby would answer with {share}% of the stake signed; {verdict}"
+    if simulation["reverts"]:
+        return f"not sent: {verdict}"
+    created = _request(
+        run=run, kind=RecoveryKind.RESPOND, subject=plan["identifier"], requested_by=requested_by
+    )
+    already_text = "" if created else " (a response task was already open)"
+    return f"standby response requested ({share}% of the stake signed){already_text}"
+
+
 def _count(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
@@ -159,14 +217,19 @@ def recovery_run_start(*, kind: RecoveryKind, scope: str, requested_by: str, dry
     elif kind == RecoveryKind.CATCHUP:
         plan = catchup_plan(operator_id=scope)
         normalized = plan["operator_id"]
+    elif kind == RecoveryKind.RESPOND:
+        plan = response_plan(scope=scope)
+        normalized = plan["identifier"]
     else:
-        raise ValueError(f"a run is a replay or a catch-up, not {kind!r}")
+        raise ValueError(f"a run is a replay, a catch-up or a standby response, not {kind!r}")
     with transaction.atomic():
         run = RecoveryRun.objects.create(
             kind=kind, scope=normalized, requested_by=requested_by[:150], dry_run=dry_run, plan=plan
         )
         if kind == RecoveryKind.REPLAY:
             run.outcome = _replay_outcome(run=run, plan=plan, requested_by=requested_by, dry_run=dry_run)
+        elif kind == RecoveryKind.RESPOND:
+            run.outcome = _response_outcome(run=run, plan=plan, requested_by=requested_by, dry_run=dry_run)
         else:
             run.outcome = _catchup_outcome(run=run, plan=plan, requested_by=requested_by, dry_run=dry_run)
         run.save(update_fields=["outcome"])

@@ -58,8 +58,8 @@ class Outcome:
         return cls("retry", detail, dict(result))
 
     @classmethod
-    def cancel(cls, detail: str) -> Outcome:
-        return cls("cancel", detail)
+    def cancel(cls, detail: str, **result: object) -> Outcome:
+        return cls("cancel", detail, dict(result) if result else None)
 
 
 def backoff_seconds(attempts: int) -> float:

@@ -12,11 +12,22 @@ from django.utils import timezone
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus, IngestCursor
 from progress.models import BatchProgress
-from recovery.aggregator import AggregatorUnavailable, aggregator_health, aggregator_url
-from recovery.models import AggregatorBoot, RecoveryKind, RecoveryTask, SignatureDelivery
+from recovery.aggregator import UNKNOWN_TASK, AggregatorUnavailable, aggregator_health, aggregator_url
+from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask, SignatureDelivery
 from recovery.services.tasks import backoff_seconds, recovery_task_request
 
 logger = logging.getLogger("recovery")
+
+
+class _Seen:
+    """This process's last health answer from the aggregator (the recovery loop asks each pass)."""
+
+    reachable: bool | None = None
+
+
+def aggregator_reachable() -> bool | None:
+    """Whether the aggregator answered the last watch of this process; None before the first."""
+    return _Seen.reachable
 
 
 def aggregator_current_boot() -> str | None:
@@ -31,7 +42,9 @@ def aggregator_watch() -> str | None:
     try:
         answer = aggregator_health()
     except AggregatorUnavailable:
+        _Seen.reachable = False
         return None
+    _Seen.reachable = True
     boot_id = answer.boot_id
     if not boot_id:
         return None
@@ -105,6 +118,59 @@ def stuck_batches_replay() -> int:
             kind=RecoveryKind.REPLAY,
             subject=identifier,
             reason=f"quorum of verified signatures but still pending {settings.RECOVERY_STUCK_BLOCKS}+ blocks later",
+        )
+        requested += int(created)
+    return requested
+
+
+def standby_responses_request(*, aggregator_reachable: bool | None) -> int:
+    """With STANDBY_RESPONDER on: a respond task for each batch the aggregator can't answer.
+
+    That is a pending batch whose verified signatures reach quorum, still unanswered STANDBY_AFTER_BLOCKS blocks
+    after replays began (RECOVERY_STUCK_BLOCKS), while the aggregator is unreachable or said, to a replay of this
+    batch, that it does not know the task. A batch whose last response was refused (its simulation reverted) is
+    asked about again only once more signatures are verified: never blindly.
+    """
+    if not settings.STANDBY_RESPONDER:
+        return 0
+    head = IngestCursor.objects.aggregate(head=Max("block_number"))["head"]
+    if head is None:
+        return 0
+    before = head - int(settings.RECOVERY_STUCK_BLOCKS) - int(settings.STANDBY_AFTER_BLOCKS)
+    candidates = BatchProgress.objects.filter(
+        batch__status=BatchStatus.PENDING, quorum_reached_at__isnull=False, batch__created_block__lte=before
+    )
+    if aggregator_reachable is not False:
+        unknown = RecoveryTask.objects.filter(
+            kind=RecoveryKind.REPLAY, subject=OuterRef("batch__identifier"), result__has_key=UNKNOWN_TASK
+        )
+        candidates = candidates.filter(Exists(unknown))
+    why = (
+        "the aggregator is unreachable"
+        if aggregator_reachable is False
+        else "the aggregator does not know the task"
+    )
+    requested = 0
+    for identifier in candidates.values_list("batch__identifier", flat=True)[:200]:
+        last = (
+            RecoveryTask.objects.filter(kind=RecoveryKind.RESPOND, subject=identifier)
+            .order_by("-id")
+            .values("status", "result")
+            .first()
+        )
+        if last is not None and last["status"] == RecoveryStatus.CANCELLED and "signers" in last["result"]:
+            verified = (
+                Signature.objects.filter(batch_identifier=identifier, status=SignatureStatus.VERIFIED)
+                .values("operator_id")
+                .distinct()
+                .count()
+            )
+            if verified <= int(last["result"]["signers"]):
+                continue
+        _, created = recovery_task_request(
+            kind=RecoveryKind.RESPOND,
+            subject=identifier,
+            reason=f"quorum of verified signatures, still unanswered, and {why}",
         )
         requested += int(created)
     return requested

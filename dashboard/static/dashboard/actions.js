@@ -37,6 +37,7 @@
 
   function planList(run) {
     var plan = run.plan || {};
+    if (run.kind === "respond") return responsePlan(plan);
     var list = el("ul");
     (plan.batches || []).slice(0, 20).forEach(function (batch) {
       var text = D.shortHex(batch.identifier);
@@ -49,6 +50,28 @@
     });
     var more = (plan.batches || []).length + (plan.skipped || []).length - list.children.length;
     if (more > 0) list.appendChild(el("li", "… and " + more + " more"));
+    return list;
+  }
+
+  // A standby response's plan: who signed, the simulated call, and EigenLayer's struct as it would be sent.
+  function responsePlan(plan) {
+    var list = el("ul");
+    if (plan.skipped) {
+      list.appendChild(el("li", "skipped: " + plan.skipped));
+      return list;
+    }
+    var response = plan.response || {};
+    list.appendChild(el("li", (response.signers || []).length + " signer(s), " + (response.nonSigners || []).length +
+      " non-signer(s), " + response.signedPercentage + "% of the stake at block " + response.taskCreatedBlock));
+    var simulation = plan.simulation || {};
+    var sim = el("li", simulation.reverts ? "simulated call reverts: " + simulation.revert : "simulated call succeeds");
+    sim.setAttribute("data-testid", "response-simulation");
+    list.appendChild(sim);
+    var item = el("li");
+    var details = item.appendChild(el("details"));
+    details.appendChild(el("summary", "NonSignerStakesAndSignature"));
+    details.appendChild(el("pre", JSON.stringify(response.nonSignerStakesAndSignature, null, 2), "wrap small"));
+    list.appendChild(item);
     return list;
   }
 
@@ -88,7 +111,7 @@
     var result = box.querySelector('[data-testid="recovery-result"]');
     var what = request(box);
     var dryRun = button.getAttribute("data-dry-run") === "true";
-    var url = what.action === "catchup" ? box.getAttribute("data-catchup-url") : box.getAttribute("data-replay-url");
+    var url = box.getAttribute("data-" + what.action + "-url");
     var buttons = box.querySelectorAll("button");
     buttons.forEach(function (b) { b.disabled = true; });
     result.hidden = false;

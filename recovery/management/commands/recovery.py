@@ -2,7 +2,8 @@
 
 Each pass: watch the aggregator's boot id (a new one replays every pending batch), request forwarding of
 verified signatures the current aggregator has not acknowledged, replay batches stuck with a quorum of verified
-signatures, ask lagging operators to catch up, and re-enqueue every task that is due or whose lease expired.
+signatures, answer on chain those the aggregator can't (with STANDBY_RESPONDER), ask lagging operators to catch
+up, and re-enqueue every task that is due or whose lease expired.
 One active replica (advisory lock); RQ workers run the tasks. ``--execute`` also runs due tasks in this
 process, for a deployment without workers.
 """
@@ -28,12 +29,19 @@ def recovery_pass(*, execute: bool = False) -> dict[str, int]:
     from recovery.models import RecoveryStatus, RecoveryTask
     from recovery.services.catchup import catchups_request
     from recovery.services.tasks import recovery_reconcile
-    from recovery.services.watch import aggregator_watch, signatures_forward_request, stuck_batches_replay
+    from recovery.services.watch import (
+        aggregator_reachable,
+        aggregator_watch,
+        signatures_forward_request,
+        standby_responses_request,
+        stuck_batches_replay,
+    )
 
     counts = {
         "new_aggregator_boot": int(aggregator_watch() is not None),
         "forwards": signatures_forward_request(),
         "stuck_replays": stuck_batches_replay(),
+        "standby_responses": standby_responses_request(aggregator_reachable=aggregator_reachable()),
         "catchups": catchups_request(),
         "enqueued": len(recovery_reconcile()),
         "executed": 0,
