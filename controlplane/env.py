@@ -18,9 +18,9 @@ def _raw(name: str) -> str | None:
     """The value of ``name``, or the contents of the file named by ``name_FILE``."""
     value = os.environ.get(name)
     file_path = os.environ.get(f"{name}_FILE")
-    if value is not None and file_path is not None:
+    if value is not None and file_path:
         raise ImproperlyConfiguredEnv(f"set either {name} or {name}_FILE, not both")
-    if file_path is not None:
+    if file_path:  # an empty NAME_FILE (a deployment template's blank) is unset
         try:
             return Path(file_path).read_text().strip()
         except OSError as exc:
