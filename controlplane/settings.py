@@ -117,6 +117,8 @@ RQ_QUEUES = {
     # Jobs that call operators (catch-up), on workers of their own: `rqworker operators`.
     "operators": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
+# Jobs run in the worker's process, not a fork per job: the aggregator connection lasts across jobs.
+RQ = {"WORKER_CLASS": "controlplane.worker.PersistentWorker"}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from controlplane.netrpc import Client
+from intake.wire import EMPTY
+
 ROOT = Path(__file__).resolve().parent / "go"
 CACHE = Path(tempfile.gettempdir()) / "controlplane-go-cache"
 
@@ -56,6 +59,15 @@ class GoAggregator:
     def received(self) -> dict[str, Any]:
         assert self.process.stdout is not None
         return dict(json.loads(self.process.stdout.readline()))
+
+    def connections(self) -> int:
+        """How many connections it has accepted so far (this question's own included)."""
+        host, _, port = self.address.rpartition(":")
+        client = Client(host, int(port), timeout=5)
+        try:
+            return int(client.call("Aggregator.Connections", EMPTY, {}))
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self.process.kill()

@@ -9,14 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import django_rq
 import pytest
 
+from controlplane.worker import PersistentWorker
 from intake.models import Signature
 from intake.verify import signatures_verify_batch
 from ledger.models import Batch
 from recovery.aggregator import aggregator_disconnect
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryTask, SignatureDelivery
 from recovery.services.forwarding import replay_execute, signature_deliver
+from recovery.services.tasks import recovery_task_enqueue
 from recovery.services.watch import aggregator_watch
 from tests.chain_fixtures import Net, net_deploy, signed_response
 from tests.golang import GoAggregator
@@ -123,3 +126,29 @@ def test_it_replays_every_pending_batch_when_the_aggregator_connection_was_reset
         assert SignatureDelivery.objects.filter(boot_id=new_boot).count() == 2
     finally:
         second.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_one_connection_per_worker_across_forward_jobs(
+    go_programs: dict[str, Path], gob: Any, verified: tuple[Net, list[dict[str, Any]]]
+) -> None:
+    """The worker runs jobs in its own process (no fork per job): its connection outlives each forward job."""
+    _, bodies = verified
+    node = GoAggregator(go_programs["aggregator"], reply=0)
+    try:
+        gob.AGGREGATOR_URL = node.address
+        assert RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).count() == 2
+        queue = django_rq.get_queue("default")
+        queue.empty()
+        for task in RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD):
+            recovery_task_enqueue(task_id=task.id, attempts=task.attempts, kind=task.kind)
+        worker = django_rq.get_worker("default")
+        assert isinstance(worker, PersistentWorker)
+        worker.work(burst=True)
+        assert sorted(r["operatorId"] for r in (node.received(), node.received())) == sorted(
+            b["operatorId"] for b in bodies
+        )
+        assert SignatureDelivery.objects.count() == 2
+        assert node.connections() == 2, "one for both jobs, and one for asking"
+    finally:
+        node.stop()

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 type Element [4]uint64
@@ -80,6 +81,14 @@ func (a *Aggregator) ProcessOperatorSignedTaskResponseV2(r *SignedTaskResponse, 
 	return nil
 }
 
+// Connections is not upstream's: it tells the tests how many connections were accepted so far.
+func (a *Aggregator) Connections(_ *struct{}, reply *int64) error {
+	*reply = atomic.LoadInt64(&accepted)
+	return nil
+}
+
+var accepted int64
+
 func (a *Aggregator) ServerRunning(_ *struct{}, reply *int64) error {
 	*reply = 1
 	return nil
@@ -99,5 +108,10 @@ func main() {
 		panic(err)
 	}
 	fmt.Println("listening", listener.Addr().String())
-	http.Serve(listener, nil)
+	server := &http.Server{ConnState: func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			atomic.AddInt64(&accepted, 1)
+		}
+	}}
+	server.Serve(listener)
 }
