@@ -300,3 +300,30 @@ def test_it_sums_up_a_flood_of_forgeries_per_operator_at_a_fixed_cost(
     assert html.count("in 0x") == 1, "one timeline line for the whole flood"
     assert "300 signatures in" in html
     assert "from 5 addresses invalid" in html
+
+
+def test_it_shows_the_standby_buttons_to_staff_and_its_answer_in_the_timeline(
+    user_client: Client, django_user_model: type[User], network: dict
+) -> None:
+    batch = batch_create(label="standby", created_block=130)
+    assert (
+        'data-recovery-action="respond"'
+        not in user_client.get(f"/batches/{batch.identifier}/").content.decode()
+    )
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_user("ops", password="x", is_staff=True))
+    html = staff.get(f"/batches/{batch.identifier}/").content.decode()
+    assert 'data-recovery-action="respond"' in html
+    assert 'data-respond-url="/api/v1/recovery/responses"' in html
+    RecoveryTask.objects.create(
+        kind=RecoveryKind.RESPOND,
+        subject=batch.identifier,
+        status="done",
+        next_attempt_at=timezone.now(),
+        finished_at=timezone.now(),
+        reason="the aggregator is unreachable",
+        result={"answered_by": "standby", "tx_hash": hex32("tx")},
+    )
+    html = user_client.get(f"/batches/{batch.identifier}/").content.decode()
+    assert "Answered by the standby: standby response #" in html
+    assert hex32("tx") in html
