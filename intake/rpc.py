@@ -12,14 +12,12 @@ import logging
 import threading
 from typing import Any
 
-from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 
-from controlplane.clients import Rate, rate_check
 from controlplane.gob import INT
 from controlplane.netrpc import Method, Outcome, RpcServer, rpc_serve
 from intake.parse import IntakeError
-from intake.services import signature_submit
+from intake.services import signature_receive
 from intake.wire import METHOD, PING, signed_response_from_gob
 
 logger = logging.getLogger("intake")
@@ -27,20 +25,15 @@ logger = logging.getLogger("intake")
 
 def signature_receive_gob(*, argument: Any, source: str) -> Outcome:
     """One ProcessOperatorSignedTaskResponseV2 call: reply 0 once stored, else an error string to retry on."""
-    wait = rate_check(key=f"intake:{source}", rate=Rate.parse(settings.INTAKE_RATE), fail_open=True)
-    if wait is not None:
-        return Outcome(
-            error=f"rate limited: more than {settings.INTAKE_RATE} calls from {source}; retry later"
-        )
     try:
-        response = signed_response_from_gob(argument)
-        result = signature_submit(response=response, source=source)
+        _, result = signature_receive(source=source, parse=lambda: signed_response_from_gob(argument))
     except IntakeError as exc:
+        if exc.status == 429:
+            return Outcome(error=f"rate limited: {exc.message}; retry later")
+        if exc.status >= 500:
+            return Outcome(error=exc.message)
         where = f" ({exc.field})" if exc.field else ""
         return Outcome(error=f"refused{where}: {exc.message}")
-    except DatabaseError as exc:
-        logger.error("intake storage unavailable: %s", exc)
-        return Outcome(error="storage temporarily unavailable; retry")
     finally:
         # Back to the pool after every call: an operator keeps its connection (and this thread) for as long as it
         # runs, and the pool has a few database connections for all of them.

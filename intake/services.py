@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.changes import change_announce, signature_accepted
+from controlplane.clients import Rate, rate_check
 from intake.models import BatchRefusal, Signature, SignatureStatus
 from intake.parse import IntakeError, SignedResponse
 from ledger.models import Batch
@@ -86,6 +88,28 @@ UNVERIFIED_RETRY_AFTER = 2
 
 # Verifiers LISTEN on this channel; the notification is delivered only if the transaction commits.
 NOTIFY_CHANNEL = "signatures_pending"
+
+
+def signature_receive(
+    *, source: str, parse: Callable[[], SignedResponse]
+) -> tuple[SignedResponse, SubmitResult]:
+    """The intake of every wire (HTTP JSON, net/rpc gob): the per-address rate, then ``parse``, then the store.
+
+    Raises IntakeError when nothing was stored: 429 over the rate, what ``parse`` or the checks refuse, 503 when
+    Postgres can't take it now. The adapters only translate the outcome into their wire's answer.
+    """
+    wait = rate_check(key=f"intake:{source}", rate=Rate.parse(settings.INTAKE_RATE), fail_open=True)
+    if wait is not None:
+        raise IntakeError(
+            f"more than {settings.INTAKE_RATE} calls from {source}", status=429, retry_after=wait
+        )
+    response = parse()
+    try:
+        return response, signature_submit(response=response, source=source)
+    except DatabaseError as exc:
+        # Nothing was acknowledged, so nothing is lost: the sender is told to retry rather than failed opaquely.
+        logger.error("intake storage unavailable: %s", exc)
+        raise IntakeError("storage temporarily unavailable; retry", status=503, retry_after=1) from None
 
 
 def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitResult:
