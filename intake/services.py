@@ -101,7 +101,7 @@ def signature_receive(
     wait = rate_check(key=f"intake:{source}", rate=Rate.parse(settings.INTAKE_RATE), fail_open=True)
     if wait is not None:
         raise IntakeError(
-            f"more than {settings.INTAKE_RATE} calls from {source}", status=429, retry_after=wait
+            f"more than {settings.INTAKE_RATE} posts from {source}", status=429, retry_after=wait
         )
     response = parse()
     try:
