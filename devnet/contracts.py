@@ -311,6 +311,9 @@ def _raise_mined_revert(w3: Web3, tx: TxParams, receipt: TxReceipt, label: str) 
     }
     if "to" in tx:
         replay["to"] = tx["to"]
+    for fee in ("maxFeePerGas", "maxPriorityFeePerGas"):  # tx.gasprice matters (respondToTaskV2's fee limit)
+        if fee in tx:
+            replay[fee] = tx[fee]
     out_of_gas = receipt["gasUsed"] >= int(tx.get("gas", 0))
     try:
         w3.eth.call(replay, block_identifier=max(int(receipt["blockNumber"]) - 1, 0))

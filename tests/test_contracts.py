@@ -97,7 +97,7 @@ class Net:
     def respond(self, root: bytes, signers: Sequence[int], **overrides: Any) -> Any:
         """respondToTaskV2; ``overrides`` replace fields of the struct (sigma, apk_g2, ...) or call arguments."""
         call_keys = {"aggregator", "gas", "max_fee_per_gas", "params"}
-        params = self.params(root, signers)
+        params = overrides.pop("params", None) or self.params(root, signers)
         fields = {k: v for k, v in overrides.items() if k not in call_keys}
         kwargs: dict[str, Any] = {
             "service_manager": self.service_manager,
@@ -112,7 +112,12 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(module_anvil: Anvil) -> Net:
-    """Registry + service manager with 4 operators staking 10, 20, 30 and 40 ETH."""
+    return net_build(module_anvil)
+
+
+def net_build(module_anvil: Anvil) -> Net:
+    """Registry + service manager + retriever with 4 operators staking 10, 20, 30 and 40 ETH; the batcher has
+    deposited 1 ETH for responses."""
     w3 = Web3(Web3.HTTPProvider(module_anvil.url))
     owner, aggregator, batcher = account("owner"), account("aggregator"), account("batcher")
     operators = [account(f"operator-{i}") for i in range(4)]
