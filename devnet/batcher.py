@@ -73,7 +73,8 @@ def serve_batches(*, store: BatchStore, port: int) -> ThreadingHTTPServer:
     return server
 
 
-FEE_LIMIT_WEI = 10**15
+# Aligned-like headroom: the aggregator bumps its fees on retries, and the limit caps what it may charge.
+FEE_LIMIT_WEI = 10**16
 # The balance is topped up when it could pay for fewer than 100 more responses.
 LOW_BALANCE_WEI = 100 * FEE_LIMIT_WEI
 TOP_UP_WEI = 10 * 10**18

@@ -37,7 +37,7 @@ ETH = 10**18
 # Unequal stakes: operator i holds (i + 1) units, so no two operators of five reach 67% together.
 STAKE_UNIT_WEI = 10 * ETH
 FUNDING_WEI = 1_000 * ETH
-#: What the batcher deposits to pay for responses (at most 10**15 wei each: ten thousand of them).
+#: What the batcher deposits to pay for responses (the batcher tops it up when it runs low).
 BATCHER_DEPOSIT_WEI = 10 * ETH
 
 
