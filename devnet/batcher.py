@@ -73,6 +73,13 @@ def serve_batches(*, store: BatchStore, port: int) -> ThreadingHTTPServer:
     return server
 
 
+# Aligned-like headroom: the aggregator bumps its fees on retries, and the limit caps what it may charge.
+FEE_LIMIT_WEI = 10**16
+# The balance is topped up when it could pay for fewer than 100 more responses.
+LOW_BALANCE_WEI = 100 * FEE_LIMIT_WEI
+TOP_UP_WEI = 10 * 10**18
+
+
 class Batcher:
     def __init__(
         self,
@@ -95,6 +102,19 @@ class Batcher:
         self.invalid_rate = invalid_rate
         self.rng = rng
 
+    def fund(self) -> None:
+        """Top the batcher's balance in the service manager up to TOP_UP_WEI when it fell below LOW_BALANCE_WEI,
+        so responses to its tasks can be paid for."""
+        balance = contracts.batcher_balance(
+            self.w3, service_manager=self.service_manager, batcher=self.account.address
+        )
+        if balance >= LOW_BALANCE_WEI:
+            return
+        contracts.deposit_to_batcher(
+            self.w3, service_manager=self.service_manager, account=self.account, amount=TOP_UP_WEI - balance
+        )
+        logger.info("batcher balance was %.4f ETH: topped up to %.4f ETH", balance / 1e18, TOP_UP_WEI / 1e18)
+
     def create_one(self) -> tuple[str, int]:
         """Build, store and announce one batch; returns (merkle root, block number)."""
         invalid = self.rng.random() < self.invalid_rate
@@ -106,7 +126,7 @@ class Batcher:
             batcher=self.account,
             batch_merkle_root=batch.merkle_root,
             data_pointer=f"{self.data_url}/batches/{root_hex}.json",
-            fee_limit=10**15,
+            fee_limit=FEE_LIMIT_WEI,
         )
         block = int(receipt["blockNumber"])
         logger.info(
@@ -151,6 +171,7 @@ def run_batcher(*, state: dict[str, Any], batches_dir: Path) -> None:
 
     def step() -> None:
         if not paused.exists():  # the chaos suite lets the network settle: data still served, no new batch
+            batcher.fund()
             batcher.create_one()
 
     # The chain may be down: the runner says so once per outage and tries again after a (capped) backoff.

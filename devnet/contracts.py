@@ -1,4 +1,4 @@
-"""Python bindings for the devnet contracts (OperatorRegistry, AlignedServiceManager).
+"""Python bindings for the devnet contracts (OperatorRegistry, AlignedServiceManager, OperatorStateRetriever).
 
 Artifacts come from ``devnet/contracts/build`` (``node devnet/contracts/compile.mjs``). Every transaction is
 signed locally with an eth_account ``LocalAccount`` and waits for its receipt; a revert raises
@@ -29,7 +29,7 @@ from chain.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
 from chain.abi import TOPICS
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
-CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "LoadBatcher")
+CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "OperatorStateRetriever", "LoadBatcher")
 
 PUBKEY_REGISTRATION_TAG = b"AVSControlPlane.PubkeyRegistration"
 QUORUM_NUMBER = 0
@@ -90,8 +90,55 @@ def _format_arg(value: Any) -> str:
 class Deployment:
     registry: str
     service_manager: str
+    operator_state_retriever: str
     block_number: int
     chain_id: int
+
+
+@dataclass(frozen=True)
+class NonSignerStakesAndSignature:
+    """EigenLayer's IBLSSignatureChecker.NonSignerStakesAndSignature, for quorum 0."""
+
+    non_signer_quorum_bitmap_indices: tuple[int, ...]
+    non_signer_pubkeys: tuple[G1Point, ...]
+    quorum_apks: tuple[G1Point, ...]
+    apk_g2: G2Point
+    sigma: G1Point
+    quorum_apk_indices: tuple[int, ...]
+    total_stake_indices: tuple[int, ...]
+    non_signer_stake_indices: tuple[tuple[int, ...], ...]
+
+    def to_abi(self) -> tuple[Any, ...]:
+        """The struct as web3 encodes it (G2 in [imag, real] order)."""
+        return (
+            list(self.non_signer_quorum_bitmap_indices),
+            [p.to_evm() for p in self.non_signer_pubkeys],
+            [p.to_evm() for p in self.quorum_apks],
+            self.apk_g2.to_evm(),
+            self.sigma.to_evm(),
+            list(self.quorum_apk_indices),
+            list(self.total_stake_indices),
+            [list(i) for i in self.non_signer_stake_indices],
+        )
+
+
+@dataclass(frozen=True)
+class CheckSignaturesIndices:
+    """OperatorStateRetriever.CheckSignaturesIndices."""
+
+    non_signer_quorum_bitmap_indices: tuple[int, ...]
+    quorum_apk_indices: tuple[int, ...]
+    total_stake_indices: tuple[int, ...]
+    non_signer_stake_indices: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class OperatorState:
+    """OperatorStateRetriever.Operator: an operator registered in the quorum at a block, with its stake then."""
+
+    operator: str  # lowercase 0x hex
+    operator_id: bytes
+    stake: int
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
@@ -174,6 +221,10 @@ def service_manager_contract(w3: Web3, address: str) -> Contract:
     return w3.eth.contract(address=_checksum(address), abi=load_artifact("AlignedServiceManager")["abi"])
 
 
+def retriever_contract(w3: Web3, address: str) -> Contract:
+    return w3.eth.contract(address=_checksum(address), abi=load_artifact("OperatorStateRetriever")["abi"])
+
+
 # ---------------------------------------------------------------------------------------------- transactions
 
 
@@ -213,6 +264,7 @@ def transact(
     label: str | None = None,
     gas: int | None = None,
     max_fee_per_gas: int | None = None,
+    value: int = 0,
 ) -> TxReceipt:
     """Sign ``call`` with ``account``, send it, wait for its receipt; raise ContractRevertError on revert.
 
@@ -228,11 +280,11 @@ def transact(
         "nonce": w3.eth.get_transaction_count(account.address, "pending"),
         "maxFeePerGas": Wei(max_fee),
         "maxPriorityFeePerGas": Wei(priority_fee),
-        "value": Wei(0),
+        "value": Wei(value),
     }
     try:
         if gas is None:
-            estimate_params: TxParams = {"from": account.address}
+            estimate_params: TxParams = {"from": account.address, "value": Wei(value)}
             # "pending": anvil runs a "latest" estimate inside the latest block (same block.number), where
             # a stake update overwrites that block's history entry instead of appending one.
             estimate = call.estimate_gas(estimate_params, block_identifier="pending")
@@ -251,9 +303,17 @@ def transact(
 
 def _raise_mined_revert(w3: Web3, tx: TxParams, receipt: TxReceipt, label: str) -> NoReturn:
     """Replay a mined, failed transaction on the state before its block to recover the revert data."""
-    replay: TxParams = {"from": tx["from"], "data": tx["data"], "gas": tx["gas"]}
+    replay: TxParams = {
+        "from": tx["from"],
+        "data": tx["data"],
+        "gas": tx["gas"],
+        "value": Wei(int(tx.get("value", 0))),
+    }
     if "to" in tx:
         replay["to"] = tx["to"]
+    for fee in ("maxFeePerGas", "maxPriorityFeePerGas"):  # tx.gasprice matters (respondToTaskV2's fee limit)
+        if fee in tx:
+            replay[fee] = tx[fee]
     out_of_gas = receipt["gasUsed"] >= int(tx.get("gas", 0))
     try:
         w3.eth.call(replay, block_identifier=max(int(receipt["blockNumber"]) - 1, 0))
@@ -322,30 +382,28 @@ def _call(function: ContractFunction, label: str) -> Any:
 # ---------------------------------------------------------------------------------------------- deployment
 
 
+def _deploy(w3: Web3, name: str, *args: Any, deployer: LocalAccount) -> TxReceipt:
+    artifact = load_artifact(name)
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = transact(w3, factory.constructor(*args), account=deployer, label=f"deploy {name}")
+    if receipt["contractAddress"] is None:
+        raise RuntimeError(f"{name} deployment produced no contract address")
+    return receipt
+
+
 def deploy_contracts(w3: Web3, *, deployer: LocalAccount, aggregator: str) -> Deployment:
-    """Deploy OperatorRegistry (owned by ``deployer``) and AlignedServiceManager(registry, aggregator)."""
-    registry_artifact = load_artifact("OperatorRegistry")
-    manager_artifact = load_artifact("AlignedServiceManager")
-    registry_factory = w3.eth.contract(abi=registry_artifact["abi"], bytecode=registry_artifact["bytecode"])
-    registry_receipt = transact(
-        w3, registry_factory.constructor(), account=deployer, label="deploy OperatorRegistry"
+    """Deploy OperatorRegistry (owned by ``deployer``), AlignedServiceManager(registry, aggregator) and
+    OperatorStateRetriever."""
+    registry_receipt = _deploy(w3, "OperatorRegistry", deployer=deployer)
+    registry_address = str(registry_receipt["contractAddress"])
+    manager_receipt = _deploy(
+        w3, "AlignedServiceManager", registry_address, _checksum(aggregator), deployer=deployer
     )
-    registry_address = registry_receipt["contractAddress"]
-    if registry_address is None:
-        raise RuntimeError("OperatorRegistry deployment produced no contract address")
-    manager_factory = w3.eth.contract(abi=manager_artifact["abi"], bytecode=manager_artifact["bytecode"])
-    manager_receipt = transact(
-        w3,
-        manager_factory.constructor(registry_address, _checksum(aggregator)),
-        account=deployer,
-        label="deploy AlignedServiceManager",
-    )
-    manager_address = manager_receipt["contractAddress"]
-    if manager_address is None:
-        raise RuntimeError("AlignedServiceManager deployment produced no contract address")
+    retriever_receipt = _deploy(w3, "OperatorStateRetriever", deployer=deployer)
     return Deployment(
         registry=registry_address.lower(),
-        service_manager=manager_address.lower(),
+        service_manager=str(manager_receipt["contractAddress"]).lower(),
+        operator_state_retriever=str(retriever_receipt["contractAddress"]).lower(),
         block_number=int(registry_receipt["blockNumber"]),
         chain_id=int(w3.eth.chain_id),
     )
@@ -439,11 +497,29 @@ def create_task(
     batch_merkle_root: bytes,
     data_pointer: str,
     fee_limit: int,
+    value: int = 0,
 ) -> TxReceipt:
+    """createNewTask; ``value`` wei sent along is credited to the batcher's balance."""
     function = service_manager_contract(w3, service_manager).functions.createNewTask(
         _bytes32(batch_merkle_root, "batch_merkle_root"), data_pointer, fee_limit
     )
-    return transact(w3, function, account=batcher, label="createNewTask")
+    return transact(w3, function, account=batcher, label="createNewTask", value=value)
+
+
+def deposit_to_batcher(
+    w3: Web3, *, service_manager: str, account: LocalAccount, amount: int, batcher: str | None = None
+) -> TxReceipt:
+    """depositToBatcher: credit ``amount`` wei to ``batcher`` (default: the paying account)."""
+    function = service_manager_contract(w3, service_manager).functions.depositToBatcher(
+        _checksum(batcher or account.address)
+    )
+    return transact(w3, function, account=account, label="depositToBatcher", value=amount)
+
+
+def batcher_balance(w3: Web3, *, service_manager: str, batcher: str) -> int:
+    """batchersBalances(batcher): the wei the service manager holds to pay for its tasks' responses."""
+    function = service_manager_contract(w3, service_manager).functions.batchersBalances(_checksum(batcher))
+    return int(_call(function, "batchersBalances"))
 
 
 def respond_to_task(
@@ -453,19 +529,61 @@ def respond_to_task(
     aggregator: LocalAccount,
     batch_merkle_root: bytes,
     sender: str,
-    signer_ids: Sequence[bytes],
-    apk_g2: G2Point,
-    sigma: G1Point,
+    params: NonSignerStakesAndSignature,
     gas: int | None = None,
     max_fee_per_gas: int | None = None,
 ) -> TxReceipt:
-    """Submit an aggregate signature; ``signer_ids`` are sorted ascending here, as the contract requires."""
-    ids = sorted(_bytes32(i, "signer id") for i in signer_ids)
+    """respondToTaskV2 with EigenLayer's NonSignerStakesAndSignature (see devnet.nonsigners to build it)."""
     function = service_manager_contract(w3, service_manager).functions.respondToTaskV2(
-        _bytes32(batch_merkle_root, "batch_merkle_root"),
-        _checksum(sender),
-        (ids, _g2(apk_g2), _g1(sigma)),
+        _bytes32(batch_merkle_root, "batch_merkle_root"), _checksum(sender), params.to_abi()
     )
     return transact(
         w3, function, account=aggregator, label="respondToTaskV2", gas=gas, max_fee_per_gas=max_fee_per_gas
     )
+
+
+# ------------------------------------------------------------------------------------------------ retriever
+
+
+def check_signatures_indices(
+    w3: Web3,
+    *,
+    retriever: str,
+    registry: str,
+    reference_block: int,
+    non_signer_ids: Sequence[bytes],
+) -> CheckSignaturesIndices:
+    """getCheckSignaturesIndices(registry, reference_block, quorum 0, non_signer_ids) (ids sorted ascending)."""
+    function = retriever_contract(w3, retriever).functions.getCheckSignaturesIndices(
+        _checksum(registry),
+        reference_block,
+        bytes([QUORUM_NUMBER]),
+        [_bytes32(i, "id") for i in non_signer_ids],
+    )
+    try:
+        bitmaps, apks, totals, stakes = function.call()
+    except ContractLogicError as exc:
+        _raise_revert("getCheckSignaturesIndices", exc)
+    return CheckSignaturesIndices(
+        non_signer_quorum_bitmap_indices=tuple(bitmaps),
+        quorum_apk_indices=tuple(apks),
+        total_stake_indices=tuple(totals),
+        non_signer_stake_indices=tuple(tuple(q) for q in stakes),
+    )
+
+
+def operator_state(w3: Web3, *, retriever: str, registry: str, block_number: int) -> list[OperatorState]:
+    """getOperatorState(registry, quorum 0, block_number): quorum 0's operators at the end of that block."""
+    function = retriever_contract(w3, retriever).functions.getOperatorState(
+        _checksum(registry), bytes([QUORUM_NUMBER]), block_number
+    )
+    (quorum,) = _call(function, "getOperatorState")
+    return [OperatorState(str(o[0]).lower(), bytes(o[1]), int(o[2])) for o in quorum]
+
+
+def operator_pubkey_g1(w3: Web3, *, registry: str, operator_id: bytes) -> G1Point:
+    function = registry_contract(w3, registry).functions.getOperatorPubkeyG1(
+        _bytes32(operator_id, "operator_id")
+    )
+    x, y = _call(function, "getOperatorPubkeyG1")
+    return G1Point.from_evm(int(x), int(y))

@@ -37,6 +37,8 @@ ETH = 10**18
 # Unequal stakes: operator i holds (i + 1) units, so no two operators of five reach 67% together.
 STAKE_UNIT_WEI = 10 * ETH
 FUNDING_WEI = 1_000 * ETH
+#: What the batcher deposits to pay for responses (the batcher tops it up when it runs low).
+BATCHER_DEPOSIT_WEI = 10 * ETH
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
                 "socket": socket,
             }
         )
+    # The batcher pays for every response to its tasks from its balance in the service manager.
+    contracts.deposit_to_batcher(
+        w3, service_manager=deployment.service_manager, account=batcher, amount=BATCHER_DEPOSIT_WEI
+    )
     batcher_port = free_port()
     aggregator_rpc_port = free_port()
     state.update(
@@ -224,6 +230,7 @@ def network_deploy(*, state: dict[str, Any], config: DevnetConfig, rpc_url: str,
                 "service_manager": deployment.service_manager,
                 "registry": deployment.registry,
                 "registry_addresses": [deployment.registry],
+                "operator_state_retriever": deployment.operator_state_retriever,
             },
             "accounts": {
                 "deployer": _account_json(deployer),

@@ -12,12 +12,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from bls import aggregate_g1, aggregate_g2, keypair_from_secret
+from bls import keypair_from_secret
 from chain import ChainClient
 from devnet import contracts
 from devnet.anvil import Anvil
 from devnet.batches import make_batch
 from devnet.network import DevnetConfig, network_deploy
+from devnet.nonsigners import respond_with_signatures
 from ledger.ingest.sync import ContractSpec, IngestConfig, Ingester
 
 
@@ -88,15 +89,16 @@ class Net:
         sender = self.account("batcher").address.lower()
         message = contracts.batch_identifier(batch_merkle_root=root, sender=sender)
         keypairs = [keypair_from_secret(int(self.state["operators"][i]["bls_secret"], 16)) for i in signers]
-        receipt = contracts.respond_to_task(
+        receipt = respond_with_signatures(
             self.w3,
             service_manager=self.service_manager,
+            registry=self.registry,
+            retriever=str(self.state["contracts"]["operator_state_retriever"]),
             aggregator=self.account("aggregator"),
             batch_merkle_root=root,
             sender=sender,
-            signer_ids=[kp.operator_id for kp in keypairs],
-            apk_g2=aggregate_g2(kp.public_key_g2 for kp in keypairs),
-            sigma=aggregate_g1(kp.sign(message) for kp in keypairs),
+            signatures={kp.operator_id: kp.sign(message) for kp in keypairs},
+            signer_keys_g2={kp.operator_id: kp.public_key_g2 for kp in keypairs},
         )
         return dict(receipt)
 

@@ -7,8 +7,9 @@ import json
 import pytest
 from django.contrib.auth.models import User
 
-from bls import G1Point, aggregate_g1, aggregate_g2, keypair_from_secret
+from bls import G1Point, keypair_from_secret
 from devnet import contracts
+from devnet.nonsigners import respond_with_signatures
 from intake.models import Signature, SignatureStatus
 from intake.verify import signatures_verify_batch
 from liveness.models import OperatorLiveness
@@ -100,15 +101,21 @@ def test_it_lets_the_chain_accept_the_aggregate_of_the_verified_signatures(clien
         )
         for op in net.state["operators"]
     }
-    receipt = contracts.respond_to_task(
+    receipt = respond_with_signatures(
         net.w3,
         service_manager=net.service_manager,
+        registry=net.registry,
+        retriever=net.state["contracts"]["operator_state_retriever"],
         aggregator=net.account("aggregator"),
         batch_merkle_root=root,
         sender=net.account("batcher").address.lower(),
-        signer_ids=[bytes.fromhex(s.operator_id[2:]) for s in verified],
-        apk_g2=aggregate_g2(keys[s.operator_id].public_key_g2 for s in verified),
-        sigma=aggregate_g1(G1Point(int(s.signature_x, 16), int(s.signature_y, 16)) for s in verified),
+        signatures={
+            bytes.fromhex(s.operator_id[2:]): G1Point(int(s.signature_x, 16), int(s.signature_y, 16))
+            for s in verified
+        },
+        signer_keys_g2={
+            bytes.fromhex(s.operator_id[2:]): keys[s.operator_id].public_key_g2 for s in verified
+        },
     )
     events = contracts.decode_events(net.w3, receipt)
     assert [e.name for e in events] == ["BatchVerified"]

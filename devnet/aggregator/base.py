@@ -14,6 +14,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from bls import (
+    G1Point,
     G2Point,
     InvalidPoint,
     PairingBackend,
@@ -45,6 +46,7 @@ class AggregatorBase:
         self._jobs: queue.Queue[str | None] = queue.Queue()
         self._local = threading.local()
         self._keys: dict[str, G2Point] = {}
+        self._keys_g1: dict[bytes, G1Point] = {}
         self._stake_cache: dict[tuple[str, int], int] = {}
         self._total_cache: dict[int, int] = {}
         self._server: ThreadingHTTPServer | None = None

@@ -115,6 +115,8 @@ class AggregatorConfig:
     rpc_url: str
     service_manager: str
     registry: str
+    # OperatorStateRetriever: the non-signers' indices for respondToTaskV2.
+    retriever: str
     aggregator_key: str
     operator_keys: dict[str, Any]  # operatorId -> public_key_g2 (EVM-order hex dict), parsed lazily
     task_window: float = DEFAULT_TASK_WINDOW
@@ -132,6 +134,7 @@ class AggregatorConfig:
                 rpc_url=str(state["rpc_url"]),
                 service_manager=str(state["contracts"]["service_manager"]).lower(),
                 registry=str(state["contracts"]["registry"]).lower(),
+                retriever=str(state["contracts"]["operator_state_retriever"]).lower(),
                 aggregator_key=str(state["accounts"]["aggregator"]["private_key"]),
                 operator_keys={
                     str(op["operator_id"]).lower(): op["public_key_g2"] for op in state.get("operators", [])

@@ -11,10 +11,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
-from bls import (
-    aggregate_g1,
-    aggregate_g2,
-)
+from bls import G1Point, G2Point
 from devnet import contracts
 from devnet.aggregator.common import (
     FEE_BUMP_DENOMINATOR,
@@ -29,6 +26,7 @@ from devnet.aggregator.common import (
 )
 from devnet.aggregator.tasks import TaskStore
 from devnet.contracts import ContractRevertError
+from devnet.nonsigners import SignerNotInStateError, nonsigner_params_build
 
 logger = logging.getLogger("devnet.aggregator")
 
@@ -66,8 +64,7 @@ class Responder(TaskStore):
             signers = sorted(task.signatures)
             signatures = [task.signatures[s] for s in signers]
             signed, total = task.signed_stake, task.total_stake or 0
-            root, sender = task.root, task.sender
-        keys = [self._public_key(s) for s in signers]
+            root, sender, task_created_block = task.root, task.sender, task.task_created_block
         w3 = self._w3()
         try:
             _, responded = self._batch_state(identifier)
@@ -80,18 +77,22 @@ class Responder(TaskStore):
             self._mark_responded(identifier)
             self._submission_over(identifier, resubmit=False)
             return
+        stake_text = f"{len(signers)} signers, {_percent(signed, total)} stake"
+        try:
+            params = self._params(w3, task_created_block, dict(zip(signers, signatures, strict=True)))
+        except (ContractRevertError, SignerNotInStateError) as exc:
+            logger.error("cannot build the response for batch %s (%s): %s", root, stake_text, exc)
+            self._submission_over(identifier, resubmit=False)
+            return
+        except Exception as exc:
+            logger.warning("batch %s: cannot build its response yet (%s); will try again", root, _short(exc))
+            self._submission_over(identifier, resubmit=True)
+            return
         function = contracts.service_manager_contract(
             w3, self.config.service_manager
         ).functions.respondToTaskV2(
-            bytes.fromhex(root[2:]),
-            Web3.to_checksum_address(sender),
-            (
-                [bytes.fromhex(s[2:]) for s in signers],
-                aggregate_g2(k for k in keys if k is not None).to_evm(),
-                aggregate_g1(signatures).to_evm(),
-            ),
+            bytes.fromhex(root[2:]), Web3.to_checksum_address(sender), params.to_abi()
         )
-        stake_text = f"{len(signers)} signers, {_percent(signed, total)} stake"
         try:
             receipt = self._send_with_retries(w3, function, identifier=identifier, root=root)
         except _GaveUp:
@@ -120,6 +121,37 @@ class Responder(TaskStore):
         self._mark_responded(identifier, tx_hash)
         self._submission_over(identifier, resubmit=False)
         logger.info("batch %s responded in tx %s (%s)", root, tx_hash, stake_text)
+
+    def _params(
+        self, w3: Web3, task_created_block: int, signatures: dict[str, G1Point]
+    ) -> contracts.NonSignerStakesAndSignature:
+        """NonSignerStakesAndSignature as eigensdk's aggregation service builds it, for the operator state at
+        the task's block."""
+
+        def key_g2(operator_id: bytes) -> G2Point:
+            key = self._public_key("0x" + operator_id.hex())
+            if key is None:  # signatures are only accepted from operators with a known key
+                raise SignerNotInStateError(f"no G2 key for signer 0x{operator_id.hex()}")
+            return key
+
+        return nonsigner_params_build(
+            w3,
+            registry=self.config.registry,
+            retriever=self.config.retriever,
+            task_created_block=task_created_block,
+            signatures={bytes.fromhex(k[2:]): v for k, v in signatures.items()},
+            signer_keys_g2=key_g2,
+            pubkey_g1=self._pubkey_g1,
+        )
+
+    def _pubkey_g1(self, operator_id: bytes) -> G1Point:
+        key = self._keys_g1.get(operator_id)
+        if key is None:  # keys are bound to their operator id forever: cached
+            key = contracts.operator_pubkey_g1(
+                self._w3(), registry=self.config.registry, operator_id=operator_id
+            )
+            self._keys_g1[operator_id] = key
+        return key
 
     def _send_with_retries(
         self, w3: Web3, function: ContractFunction, *, identifier: str, root: str

@@ -4,9 +4,11 @@ pragma solidity ^0.8.27;
 import {BN254} from "./BN254.sol";
 
 /// @title OperatorRegistry: the devnet's stand-in for EigenLayer's registry contracts.
-/// @notice One contract emits the events that EigenLayer's RegistryCoordinator, BLSApkRegistry,
-///         StakeRegistry and socket registry emit, for quorum 0 only. The owner sets stakes directly.
-///         Stakes keep a history per block so that a task is judged at the stake of its creation block.
+/// @notice One contract emits the events, and keeps the indexed histories, that EigenLayer's RegistryCoordinator
+///         (quorum bitmaps), BLSApkRegistry (quorum apk), StakeRegistry (stakes) and socket registry keep, for
+///         quorum 0 only. The owner sets stakes directly. Each history entry is valid from its updateBlockNumber
+///         up to (not including) its nextUpdateBlockNumber (0: still current); several updates in one block
+///         overwrite that block's entry, so a block's state is the state at its end.
 contract OperatorRegistry {
     using BN254 for BN254.G1Point;
 
@@ -14,8 +16,21 @@ contract OperatorRegistry {
     string public constant PUBKEY_REGISTRATION_TAG = "AVSControlPlane.PubkeyRegistration";
     uint8 public constant QUORUM_NUMBER = 0;
 
+    struct QuorumBitmapUpdate {
+        uint32 updateBlockNumber;
+        uint32 nextUpdateBlockNumber;
+        uint192 quorumBitmap;
+    }
+
+    struct ApkUpdate {
+        bytes24 apkHash;
+        uint32 updateBlockNumber;
+        uint32 nextUpdateBlockNumber;
+    }
+
     struct StakeUpdate {
-        uint32 blockNumber;
+        uint32 updateBlockNumber;
+        uint32 nextUpdateBlockNumber;
         uint96 stake;
     }
 
@@ -38,6 +53,12 @@ contract OperatorRegistry {
     error OperatorNotRegistered(address operator);
     error OperatorIdNotRegistered(bytes32 operatorId);
     error InvalidProofOfPossession();
+    error QuorumDoesNotExist(uint8 quorumNumber);
+    /// No entry of the history starts at or before the block (the operator was never registered by then).
+    error NoUpdateAtBlock(bytes32 operatorId, uint32 blockNumber);
+    /// The entry at `index` is not the one valid at `blockNumber`.
+    error IndexNotValidAtBlock(uint256 index, uint32 blockNumber);
+    error IndexOutOfRange(uint256 index, uint256 length);
 
     address public immutable owner;
 
@@ -47,17 +68,32 @@ contract OperatorRegistry {
     mapping(bytes32 => address) private _operatorOfId;
     /// Operator id => G1 public key.
     mapping(bytes32 => BN254.G1Point) private _pubkeysG1;
-    /// Operator id => stake history, ascending by block number, at most one entry per block.
+    /// Every operator id ever registered, in order of first registration (getOperatorListAtBlockNumber).
+    bytes32[] private _operatorIds;
+    /// Operator id => quorum bitmap history (bit 0: registered in quorum 0).
+    mapping(bytes32 => QuorumBitmapUpdate[]) private _bitmapHistory;
+    /// Operator id => stake history in quorum 0.
     mapping(bytes32 => StakeUpdate[]) private _operatorStakeHistory;
-    /// Total stake history, ascending by block number, at most one entry per block.
+    /// Quorum 0's total stake history.
     StakeUpdate[] private _totalStakeHistory;
+    /// Quorum 0's aggregate public key (sum of the registered operators' G1 keys) and its hash history.
+    BN254.G1Point private _currentApk;
+    ApkUpdate[] private _apkHistory;
 
     constructor() {
         owner = msg.sender;
+        // As EigenLayer initializes a quorum: a zero apk and a zero total stake from the creation block on.
+        _apkHistory.push(ApkUpdate(bytes24(0), uint32(block.number), 0));
+        _totalStakeHistory.push(StakeUpdate(uint32(block.number), 0, 0));
     }
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert CallerIsNotOwner(msg.sender);
+        _;
+    }
+
+    modifier onlyQuorumZero(uint8 quorumNumber) {
+        if (quorumNumber != QUORUM_NUMBER) revert QuorumDoesNotExist(quorumNumber);
         _;
     }
 
@@ -87,15 +123,17 @@ contract OperatorRegistry {
             revert InvalidProofOfPossession();
         }
 
-        bool firstRegistration = keyOwner == address(0);
-        if (firstRegistration) {
+        if (keyOwner == address(0)) {
             _operatorOfId[operatorId] = msg.sender;
             _pubkeysG1[operatorId] = pubkeyG1;
+            _operatorIds.push(operatorId);
             operator.operatorId = operatorId;
             // Like BLSApkRegistry: the key is registered once per operator, forever.
             emit NewPubkeyRegistration(msg.sender, pubkeyG1, pubkeyG2);
         }
         operator.registered = true;
+        _recordBitmap(operatorId, 1);
+        _updateApk(BN254.G1Point(pubkeyG1.X, pubkeyG1.Y));
         emit OperatorSocketUpdate(operatorId, socket);
         emit OperatorRegistered(msg.sender, operatorId);
     }
@@ -105,11 +143,13 @@ contract OperatorRegistry {
         Operator storage operator = _operators[msg.sender];
         if (!operator.registered) revert OperatorNotRegistered(msg.sender);
         bytes32 operatorId = operator.operatorId;
-        if (_currentStake(_operatorStakeHistory[operatorId]) != 0) {
+        if (_current(_operatorStakeHistory[operatorId]) != 0) {
             _setStake(operatorId, 0);
             emit OperatorStakeUpdate(operatorId, QUORUM_NUMBER, 0);
         }
         operator.registered = false;
+        _recordBitmap(operatorId, 0);
+        _updateApk(BN254.negate(_pubkeysG1[operatorId]));
         emit OperatorDeregistered(msg.sender, operatorId);
     }
 
@@ -125,7 +165,7 @@ contract OperatorRegistry {
         emit OperatorStakeUpdate(operatorId, QUORUM_NUMBER, stake);
     }
 
-    // ------------------------------------------------------------------ views
+    // ------------------------------------------------------------------ operators
 
     function isRegistered(bytes32 operatorId) public view returns (bool) {
         address operator = _operatorOfId[operatorId];
@@ -138,7 +178,12 @@ contract OperatorRegistry {
     }
 
     /// The address bound to an operator id (zero if none).
-    function getOperatorAddress(bytes32 operatorId) external view returns (address) {
+    function getOperatorAddress(bytes32 operatorId) public view returns (address) {
+        return _operatorOfId[operatorId];
+    }
+
+    /// RegistryCoordinator's name for getOperatorAddress.
+    function getOperatorFromId(bytes32 operatorId) external view returns (address) {
         return _operatorOfId[operatorId];
     }
 
@@ -146,22 +191,156 @@ contract OperatorRegistry {
         return _pubkeysG1[operatorId];
     }
 
+    /// The ids of the operators registered in the quorum at the end of `blockNumber`, in order of first
+    /// registration (IndexRegistry's view; this devnet keeps no operator indices).
+    function getOperatorListAtBlockNumber(uint8 quorumNumber, uint32 blockNumber)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (bytes32[] memory ids)
+    {
+        uint256 count = _operatorIds.length;
+        ids = new bytes32[](count);
+        uint256 found = 0;
+        for (uint256 i = 0; i < count; i++) {
+            bytes32 operatorId = _operatorIds[i];
+            (bool exists, uint256 index) = _bitmapIndexAt(_bitmapHistory[operatorId], blockNumber);
+            if (exists && _bitmapHistory[operatorId][index].quorumBitmap & 1 != 0) ids[found++] = operatorId;
+        }
+        assembly ("memory-safe") {
+            mstore(ids, found)
+        }
+    }
+
+    // ------------------------------------------------------------------ quorum bitmaps (RegistryCoordinator)
+
+    function getCurrentQuorumBitmap(bytes32 operatorId) external view returns (uint192) {
+        QuorumBitmapUpdate[] storage history = _bitmapHistory[operatorId];
+        return history.length == 0 ? 0 : history[history.length - 1].quorumBitmap;
+    }
+
+    function getQuorumBitmapHistoryLength(bytes32 operatorId) external view returns (uint256) {
+        return _bitmapHistory[operatorId].length;
+    }
+
+    function getQuorumBitmapUpdateByIndex(bytes32 operatorId, uint256 index)
+        external
+        view
+        returns (QuorumBitmapUpdate memory)
+    {
+        QuorumBitmapUpdate[] storage history = _bitmapHistory[operatorId];
+        if (index >= history.length) revert IndexOutOfRange(index, history.length);
+        return history[index];
+    }
+
+    /// For each operator, the index of its bitmap entry valid at `blockNumber`; reverts for an operator with no
+    /// entry at or before the block.
+    function getQuorumBitmapIndicesAtBlockNumber(uint32 blockNumber, bytes32[] calldata operatorIds)
+        external
+        view
+        returns (uint32[] memory indices)
+    {
+        indices = new uint32[](operatorIds.length);
+        for (uint256 i = 0; i < operatorIds.length; i++) {
+            (bool exists, uint256 index) = _bitmapIndexAt(_bitmapHistory[operatorIds[i]], blockNumber);
+            if (!exists) revert NoUpdateAtBlock(operatorIds[i], blockNumber);
+            indices[i] = uint32(index);
+        }
+    }
+
+    /// The operator's quorum bitmap at `blockNumber`, read at `index`, which must be the entry valid then.
+    function getQuorumBitmapAtBlockNumberByIndex(bytes32 operatorId, uint32 blockNumber, uint256 index)
+        external
+        view
+        returns (uint192)
+    {
+        QuorumBitmapUpdate[] storage history = _bitmapHistory[operatorId];
+        if (index >= history.length) revert IndexOutOfRange(index, history.length);
+        QuorumBitmapUpdate storage update = history[index];
+        _checkValid(index, blockNumber, update.updateBlockNumber, update.nextUpdateBlockNumber);
+        return update.quorumBitmap;
+    }
+
+    // ------------------------------------------------------------------ quorum apk (BLSApkRegistry)
+
+    /// The current aggregate G1 key of the quorum's registered operators.
+    function getApk(uint8 quorumNumber) external view onlyQuorumZero(quorumNumber) returns (BN254.G1Point memory) {
+        return _currentApk;
+    }
+
+    function getApkHistoryLength(uint8 quorumNumber) external view onlyQuorumZero(quorumNumber) returns (uint32) {
+        return uint32(_apkHistory.length);
+    }
+
+    function getApkUpdateAtIndex(uint8 quorumNumber, uint256 index)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (ApkUpdate memory)
+    {
+        if (index >= _apkHistory.length) revert IndexOutOfRange(index, _apkHistory.length);
+        return _apkHistory[index];
+    }
+
+    /// For each quorum, the index of its apk entry valid at `blockNumber`.
+    function getApkIndicesAtBlockNumber(bytes calldata quorumNumbers, uint256 blockNumber)
+        external
+        view
+        returns (uint32[] memory indices)
+    {
+        indices = new uint32[](quorumNumbers.length);
+        for (uint256 i = 0; i < quorumNumbers.length; i++) {
+            if (uint8(quorumNumbers[i]) != QUORUM_NUMBER) revert QuorumDoesNotExist(uint8(quorumNumbers[i]));
+            uint256 length = _apkHistory.length;
+            uint256 index = length;
+            // The latest entry first: tasks are answered close to the head.
+            while (index > 0 && _apkHistory[index - 1].updateBlockNumber > blockNumber) index--;
+            if (index == 0) revert NoUpdateAtBlock(bytes32(0), uint32(blockNumber));
+            indices[i] = uint32(index - 1);
+        }
+    }
+
+    /// The apk hash at `blockNumber`, read at `index`, which must be the entry valid then.
+    function getApkHashAtBlockNumberAndIndex(uint8 quorumNumber, uint32 blockNumber, uint256 index)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (bytes24)
+    {
+        if (index >= _apkHistory.length) revert IndexOutOfRange(index, _apkHistory.length);
+        ApkUpdate storage update = _apkHistory[index];
+        _checkValid(index, blockNumber, update.updateBlockNumber, update.nextUpdateBlockNumber);
+        return update.apkHash;
+    }
+
+    // ------------------------------------------------------------------ stakes (StakeRegistry)
+
     function getOperatorStake(bytes32 operatorId) external view returns (uint96) {
-        return _currentStake(_operatorStakeHistory[operatorId]);
+        return _current(_operatorStakeHistory[operatorId]);
     }
 
     function getTotalStake() external view returns (uint96) {
-        return _currentStake(_totalStakeHistory);
+        return _current(_totalStakeHistory);
     }
 
     /// The operator's stake as of the end of `blockNumber` (zero before its first stake).
     function getOperatorStakeAtBlock(bytes32 operatorId, uint32 blockNumber) external view returns (uint96) {
-        return _stakeAtBlock(_operatorStakeHistory[operatorId], blockNumber);
+        return _stakeAt(_operatorStakeHistory[operatorId], blockNumber);
+    }
+
+    /// StakeRegistry's name for the stake at a block.
+    function getStakeAtBlockNumber(bytes32 operatorId, uint8 quorumNumber, uint32 blockNumber)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (uint96)
+    {
+        return _stakeAt(_operatorStakeHistory[operatorId], blockNumber);
     }
 
     /// The total stake as of the end of `blockNumber`.
     function getTotalStakeAtBlock(uint32 blockNumber) external view returns (uint96) {
-        return _stakeAtBlock(_totalStakeHistory, blockNumber);
+        return _stakeAt(_totalStakeHistory, blockNumber);
     }
 
     function getOperatorStakeHistoryLength(bytes32 operatorId) external view returns (uint256) {
@@ -173,8 +352,63 @@ contract OperatorRegistry {
         view
         returns (StakeUpdate memory)
     {
-        return _operatorStakeHistory[operatorId][index];
+        StakeUpdate[] storage history = _operatorStakeHistory[operatorId];
+        if (index >= history.length) revert IndexOutOfRange(index, history.length);
+        return history[index];
     }
+
+    function getTotalStakeHistoryLength() external view returns (uint256) {
+        return _totalStakeHistory.length;
+    }
+
+    /// The index of the operator's stake entry valid at `blockNumber`; reverts when there is none.
+    function getStakeUpdateIndexAtBlockNumber(bytes32 operatorId, uint8 quorumNumber, uint32 blockNumber)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (uint32)
+    {
+        (bool exists, uint256 index) = _stakeIndexAt(_operatorStakeHistory[operatorId], blockNumber);
+        if (!exists) revert NoUpdateAtBlock(operatorId, blockNumber);
+        return uint32(index);
+    }
+
+    /// For each quorum, the index of its total stake entry valid at `blockNumber`.
+    function getTotalStakeIndicesAtBlockNumber(uint32 blockNumber, bytes calldata quorumNumbers)
+        external
+        view
+        returns (uint32[] memory indices)
+    {
+        indices = new uint32[](quorumNumbers.length);
+        for (uint256 i = 0; i < quorumNumbers.length; i++) {
+            if (uint8(quorumNumbers[i]) != QUORUM_NUMBER) revert QuorumDoesNotExist(uint8(quorumNumbers[i]));
+            (bool exists, uint256 index) = _stakeIndexAt(_totalStakeHistory, blockNumber);
+            if (!exists) revert NoUpdateAtBlock(bytes32(0), blockNumber);
+            indices[i] = uint32(index);
+        }
+    }
+
+    /// The operator's stake at `blockNumber`, read at `index`, which must be the entry valid then.
+    function getStakeAtBlockNumberAndIndex(uint8 quorumNumber, uint32 blockNumber, bytes32 operatorId, uint256 index)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (uint96)
+    {
+        return _stakeAtIndex(_operatorStakeHistory[operatorId], blockNumber, index);
+    }
+
+    /// The total stake at `blockNumber`, read at `index`, which must be the entry valid then.
+    function getTotalStakeAtBlockNumberFromIndex(uint8 quorumNumber, uint32 blockNumber, uint256 index)
+        external
+        view
+        onlyQuorumZero(quorumNumber)
+        returns (uint96)
+    {
+        return _stakeAtIndex(_totalStakeHistory, blockNumber, index);
+    }
+
+    // ------------------------------------------------------------------ proof of possession
 
     /// The 32-byte digest the proof of possession signs (before hashing to G1).
     function pubkeyRegistrationMessageDigest(address operator) public view returns (bytes32) {
@@ -223,42 +457,110 @@ contract OperatorRegistry {
         );
     }
 
+    function _checkValid(uint256 index, uint32 blockNumber, uint32 updateBlock, uint32 nextUpdateBlock)
+        private
+        pure
+    {
+        if (updateBlock > blockNumber || (nextUpdateBlock != 0 && nextUpdateBlock <= blockNumber)) {
+            revert IndexNotValidAtBlock(index, blockNumber);
+        }
+    }
+
+    function _recordBitmap(bytes32 operatorId, uint192 bitmap) private {
+        QuorumBitmapUpdate[] storage history = _bitmapHistory[operatorId];
+        uint32 blockNumber = uint32(block.number);
+        uint256 length = history.length;
+        if (length != 0 && history[length - 1].updateBlockNumber == blockNumber) {
+            history[length - 1].quorumBitmap = bitmap;
+        } else {
+            if (length != 0) history[length - 1].nextUpdateBlockNumber = blockNumber;
+            history.push(QuorumBitmapUpdate(blockNumber, 0, bitmap));
+        }
+    }
+
+    function _updateApk(BN254.G1Point memory delta) private {
+        BN254.G1Point memory apk = _currentApk.plus(delta);
+        _currentApk = apk;
+        bytes24 apkHash = bytes24(BN254.hashG1Point(apk));
+        uint32 blockNumber = uint32(block.number);
+        ApkUpdate storage last = _apkHistory[_apkHistory.length - 1];
+        if (last.updateBlockNumber == blockNumber) {
+            last.apkHash = apkHash;
+        } else {
+            last.nextUpdateBlockNumber = blockNumber;
+            _apkHistory.push(ApkUpdate(apkHash, blockNumber, 0));
+        }
+    }
+
     function _setStake(bytes32 operatorId, uint96 stake) private {
         StakeUpdate[] storage history = _operatorStakeHistory[operatorId];
-        uint96 previous = _currentStake(history);
+        uint96 previous = _current(history);
         _record(history, stake);
-        uint96 total = _currentStake(_totalStakeHistory);
-        _record(_totalStakeHistory, total - previous + stake);
+        _record(_totalStakeHistory, _current(_totalStakeHistory) - previous + stake);
     }
 
     function _record(StakeUpdate[] storage history, uint96 stake) private {
         uint32 blockNumber = uint32(block.number);
         uint256 length = history.length;
-        if (length != 0 && history[length - 1].blockNumber == blockNumber) {
+        if (length != 0 && history[length - 1].updateBlockNumber == blockNumber) {
             history[length - 1].stake = stake;
         } else {
-            history.push(StakeUpdate(blockNumber, stake));
+            if (length != 0) history[length - 1].nextUpdateBlockNumber = blockNumber;
+            history.push(StakeUpdate(blockNumber, 0, stake));
         }
     }
 
-    function _currentStake(StakeUpdate[] storage history) private view returns (uint96) {
+    function _current(StakeUpdate[] storage history) private view returns (uint96) {
         uint256 length = history.length;
         return length == 0 ? 0 : history[length - 1].stake;
     }
 
-    /// The stake of the last entry whose block number is <= blockNumber (binary search), or zero.
-    function _stakeAtBlock(StakeUpdate[] storage history, uint32 blockNumber) private view returns (uint96) {
+    /// (true, index of the last entry with updateBlockNumber <= blockNumber), or (false, 0) (binary search).
+    function _stakeIndexAt(StakeUpdate[] storage history, uint32 blockNumber)
+        private
+        view
+        returns (bool, uint256)
+    {
         uint256 low = 0;
         uint256 high = history.length;
-        // Invariant: entries [0, low) are <= blockNumber, entries [high, length) are > blockNumber.
+        // Invariant: entries [0, low) start <= blockNumber, entries [high, length) start > blockNumber.
         while (low < high) {
             uint256 mid = (low + high) / 2;
-            if (history[mid].blockNumber <= blockNumber) {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
+            if (history[mid].updateBlockNumber <= blockNumber) low = mid + 1;
+            else high = mid;
         }
-        return low == 0 ? 0 : history[low - 1].stake;
+        return low == 0 ? (false, 0) : (true, low - 1);
+    }
+
+    function _bitmapIndexAt(QuorumBitmapUpdate[] storage history, uint32 blockNumber)
+        private
+        view
+        returns (bool, uint256)
+    {
+        uint256 low = 0;
+        uint256 high = history.length;
+        while (low < high) {
+            uint256 mid = (low + high) / 2;
+            if (history[mid].updateBlockNumber <= blockNumber) low = mid + 1;
+            else high = mid;
+        }
+        return low == 0 ? (false, 0) : (true, low - 1);
+    }
+
+    /// The stake of the entry valid at blockNumber, or zero before the first entry.
+    function _stakeAt(StakeUpdate[] storage history, uint32 blockNumber) private view returns (uint96) {
+        (bool exists, uint256 index) = _stakeIndexAt(history, blockNumber);
+        return exists ? history[index].stake : 0;
+    }
+
+    function _stakeAtIndex(StakeUpdate[] storage history, uint32 blockNumber, uint256 index)
+        private
+        view
+        returns (uint96)
+    {
+        if (index >= history.length) revert IndexOutOfRange(index, history.length);
+        StakeUpdate storage update = history[index];
+        _checkValid(index, blockNumber, update.updateBlockNumber, update.nextUpdateBlockNumber);
+        return update.stake;
     }
 }

@@ -24,6 +24,7 @@ const OPTIMIZER = { enabled: true, runs: 200 };
 const DEPLOYABLE = [
   ["OperatorRegistry.sol", "OperatorRegistry"],
   ["AlignedServiceManager.sol", "AlignedServiceManager"],
+  ["OperatorStateRetriever.sol", "OperatorStateRetriever"],
   ["LoadBatcher.sol", "LoadBatcher"],
 ];
 
