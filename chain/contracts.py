@@ -41,6 +41,17 @@ KNOWN_ERRORS = (
     "InsufficientFunds(address,uint256,uint256)",
     "InvalidQuorumThreshold(uint256,uint256)",
     "ExceededMaxRespondFee(uint256,uint256)",
+    # EigenLayer's checker reverts with strings (Error(string)); the devnet's contracts name theirs.
+    "ReferenceBlockNotInPast(uint32,uint256)",
+    "NonSignersNotSorted(uint256)",
+    "NonSignerNotRegistered(bytes32,uint32)",
+    "QuorumApkMismatch(bytes24,bytes24)",
+    "InvalidSignature()",
+    "InputArrayLengthMismatch()",
+    "InputEmptyQuorumApks()",
+    "IndexNotValidAtBlock(uint256,uint32)",
+    "IndexOutOfRange(uint256,uint256)",
+    "OperatorNotRegisteredInQuorum(bytes32,uint8,uint32)",
 )
 
 

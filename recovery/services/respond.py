@@ -122,9 +122,14 @@ def _send(
     Nonces are handed out under a transaction-scoped advisory lock, so two workers never pick the same one.
     """
     account = account_from_key(standby.private_key)
-    gas = int(
-        Decimal(gas_estimate(client, sender=standby.sender, to=standby.service_manager, data=data))
-        * GAS_MARGIN
+    # A replacement keeps its gas: an estimate on the pending state would meet the transaction it replaces.
+    gas = (
+        replacing.gas
+        if replacing is not None
+        else int(
+            Decimal(gas_estimate(client, sender=standby.sender, to=standby.service_manager, data=data))
+            * GAS_MARGIN
+        )
     )
     suggested = fees_suggest(client)
     with transaction.atomic():
