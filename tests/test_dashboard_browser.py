@@ -246,9 +246,11 @@ def test_it_lets_staff_dry_run_a_replay_and_see_the_result(stack, pending_batch,
     page = log_in(browser, stack, STAFF)
     page.goto(f"{stack.url}/batches/{pending_batch[2]}/")
     runs_before = stack.query("SELECT count(*) FROM recovery_recoveryrun")[0][0]
-    page.click('[data-testid="recovery-dry-run"]')
-    result = page.locator('[data-testid="recovery-result"]')
-    page.wait_for_selector('[data-testid="recovery-result"][data-state="ok"]', timeout=15000)
+    # The batch page has two action boxes (replay, standby response): this is the replay's.
+    actions = page.locator('[data-testid="replay-actions"]')
+    actions.locator('[data-testid="recovery-dry-run"]').click()
+    result = actions.locator('[data-testid="recovery-result"]')
+    actions.locator('[data-testid="recovery-result"][data-state="ok"]').wait_for(timeout=15000)
     assert "dry run" in result.inner_text().lower()
     runs = stack.query("SELECT dry_run, requested_by, scope FROM recovery_recoveryrun ORDER BY id")
     assert len(runs) == runs_before + 1

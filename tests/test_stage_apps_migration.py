@@ -117,7 +117,9 @@ def test_it_migrates_an_existing_database_without_changing_a_table(database_url:
     assert ("monitoring", "batch") in old_types
     assert ("monitoring", "webhookdelivery") in old_types
 
-    _migrate(database_url)
+    # Forward to the move itself, in one run as a deployment would (the move depends on every other migration
+    # of it); later migrations, new tables of later issues, are not part of it.
+    _migrate(database_url, *MOVES[-1])
 
     with _connect(DATABASE) as conn:
         after = _schema(conn)

@@ -340,7 +340,11 @@ class Ingester:
         return [h.hash for h in self.client.get_blocks(numbers)]
 
     def _fork_point(self, *, cursor: IngestCursor) -> Block:
-        """The newest kept block at or below the cursor that is still canonical."""
+        """The newest block at or below the cursor that is still canonical.
+
+        Only blocks with logs and chunk ends are kept, so a kept block's parent (its header's parent hash) is
+        checked too: without it a one-block reorg after an empty block would roll back two.
+        """
         kept = list(
             Block.objects.filter(
                 chain_id=self.config.chain_id, number__lte=cursor.block_number, removed=False
@@ -352,11 +356,19 @@ class Ingester:
         numbers = sorted(by_number, reverse=True)
         for start in range(0, len(numbers), 100):
             chunk = numbers[start : start + 100]
-            canonical = {h.number: h.hash for h in self.client.get_blocks(chunk)}
+            parents = {n - 1 for n in chunk if n > 0 and n - 1 not in by_number}
+            canonical = {h.number: h.hash for h in self.client.get_blocks(sorted({*chunk, *parents}))}
             for number in chunk:
                 for block in by_number[number]:
                     if canonical.get(number) == block.hash:
                         return block
+                for block in by_number[number]:
+                    if (
+                        block.parent_hash
+                        and number - 1 in parents
+                        and canonical.get(number - 1) == block.parent_hash
+                    ):
+                        return Block(chain_id=self.config.chain_id, number=number - 1, hash=block.parent_hash)
         lowest = numbers[-1] if numbers else None
         detail = (
             f"the chain forked below every kept block (lowest kept: {lowest}, cursor at {cursor.block_number} "
