@@ -50,7 +50,7 @@ from alerts.models import (
 from alerts.payload import webhook_payload
 from controlplane.jobs import job_enqueue
 from controlplane.outbound import OutboundError, configured_target, request
-from controlplane.rowqueue import Lease, RowQueue, row_claim, row_settle, rows_due
+from controlplane.rowqueue import Lease, RowQueue, row_claim, row_settle, rows_due, unleased
 from controlplane.rowqueue import backoff_seconds as _backoff
 
 logger = logging.getLogger("alerts")
@@ -155,11 +155,9 @@ def _firing_undelivered() -> Exists:
 
 def _sendable(*, now: datetime) -> QuerySet[WebhookDelivery]:
     """Pending rows of active endpoints that no live lease holds and whose firing (for a resolution) is out."""
-    return (
-        WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING, endpoint__active=True)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .exclude(Q(event=WebhookEvent.RESOLVED) & _firing_undelivered())
-    )
+    return WebhookDelivery.objects.filter(
+        unleased(now=now), status=WebhookDeliveryStatus.PENDING, endpoint__active=True
+    ).exclude(Q(event=WebhookEvent.RESOLVED) & _firing_undelivered())
 
 
 def webhook_deliveries_due(*, limit: int = 500) -> list[tuple[int, int]]:

@@ -92,7 +92,8 @@ class ApiListView(ListAPIView):
 LIST_ERRORS = error_responses(400, 404)
 
 
-def _bytes32_param(value: str, *, field: str) -> str:
+def bytes32_param(value: str, *, field: str) -> str:
+    """``value`` as lowercase 0x hex, or a 400 naming ``field``."""
     normalized = bytes32_normalize(value=value)
     if normalized is None:
         raise ApiError(f"{field} must be 0x followed by 64 hex digits", field=field)
@@ -131,7 +132,7 @@ class BatchDetailApi(ApiView):
         responses={200: BatchOutputSerializer, **error_responses(400, 404)},
     )
     def get(self, request: Request, identifier: str) -> Response:
-        batch = batch_get(identifier=_bytes32_param(identifier, field="identifier"))
+        batch = batch_get(identifier=bytes32_param(identifier, field="identifier"))
         if batch is None:
             raise ApiError(
                 "no batch with this identifier", field="identifier", status_code=status.HTTP_404_NOT_FOUND
@@ -164,7 +165,7 @@ class OperatorDetailApi(ApiView):
         responses={200: OperatorDetailOutputSerializer, **error_responses(400, 404)},
     )
     def get(self, request: Request, operator_id: str) -> Response:
-        operator = operator_get(operator_id=_bytes32_param(operator_id, field="operator_id"))
+        operator = operator_get(operator_id=bytes32_param(operator_id, field="operator_id"))
         if operator is None:
             raise ApiError(
                 "no operator with this operator_id",

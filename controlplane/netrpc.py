@@ -69,9 +69,7 @@ def _read_head(rfile: BinaryIO) -> list[str]:
 # --- Server -------------------------------------------------------------------------------------------
 
 
-def serve_connection(
-    conn: socket.socket, *, methods: dict[str, Method], peer: str, stopping: threading.Event | None = None
-) -> int:
+def serve_connection(conn: socket.socket, *, methods: dict[str, Method], peer: str) -> int:
     """Serve one client until it hangs up; returns how many calls were answered. Never raises for the peer's
     sake: a handshake or stream it gets wrong is logged once and ends its connection."""
     rfile = conn.makefile("rb")
@@ -87,7 +85,7 @@ def serve_connection(
         conn.sendall(f"HTTP/1.0 {CONNECTED}\n\n".encode())
         decoder = Decoder(rfile.read)
         encoder = Encoder()
-        while stopping is None or not stopping.is_set():
+        while True:
             try:
                 _, header = decoder.value()
             except EOFError as exc:
@@ -111,7 +109,6 @@ def serve_connection(
             )
             conn.sendall(encoder.message(RESPONSE, answer) + body)
             answered += 1
-        return answered
     except (ProtocolError, GobError) as exc:
         logger.warning("net/rpc client %s: %s; closing its connection", peer, exc)
         return answered

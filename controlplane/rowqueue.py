@@ -171,6 +171,11 @@ def row_lease_kept(*, queue: RowQueue[Any], lease: Lease) -> Iterator[None]:
         keeper.join(timeout=5)
 
 
+def unleased(*, now: datetime) -> Q:
+    """Rows no live lease holds (never leased, or the lease ran out)."""
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+
+
 def rows_due(
     *, queue: RowQueue[Row], fields: tuple[str, ...], limit: int, within: QuerySet[Row] | None = None
 ) -> list[tuple[Any, ...]]:
@@ -179,8 +184,7 @@ def rows_due(
     now = timezone.now()
     rows = within if within is not None else queue.model._default_manager.all()
     due = list(
-        rows.filter(status=PENDING, next_attempt_at__lte=now)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        rows.filter(unleased(now=now), status=PENDING, next_attempt_at__lte=now)
         .order_by("next_attempt_at", "id")
         .values_list(*fields)[:limit]
     )

@@ -27,6 +27,7 @@ from web3.types import TxParams, TxReceipt, Wei
 from bls import G1Point, G2Point, KeyPair
 from chain.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
 from chain.abi import TOPICS
+from chain.contracts import CheckSignaturesIndices
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
 CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "OperatorStateRetriever", "LoadBatcher")
@@ -120,16 +121,6 @@ class NonSignerStakesAndSignature:
             list(self.total_stake_indices),
             [list(i) for i in self.non_signer_stake_indices],
         )
-
-
-@dataclass(frozen=True)
-class CheckSignaturesIndices:
-    """OperatorStateRetriever.CheckSignaturesIndices."""
-
-    non_signer_quorum_bitmap_indices: tuple[int, ...]
-    quorum_apk_indices: tuple[int, ...]
-    total_stake_indices: tuple[int, ...]
-    non_signer_stake_indices: tuple[tuple[int, ...], ...]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,11 @@ def signed_response_parse(raw: bytes) -> SignedResponse:
         raise IntakeError("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise IntakeError("body must be a JSON object")
+    return signed_response_from_document(document)
+
+
+def signed_response_from_document(document: dict[str, Any]) -> SignedResponse:
+    """Check a decoded JSON signed response (the intake's and the aggregator's HTTP body)."""
     for field in FIELDS:
         if field not in document:
             raise IntakeError(f"{field} is required", field=field)

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from controlplane.netrpc import Client, ProtocolError, RpcError
 from controlplane.outbound import OutboundError, configured_target, request
-from intake.parse import signed_response_parse
+from intake.parse import signed_response_from_document
 from intake.wire import EMPTY, METHOD, PING, SIGNED_TASK_RESPONSE, signed_response_to_gob
 
 logger = logging.getLogger("recovery")
@@ -180,7 +180,7 @@ def _gob_health() -> AggregatorAnswer:
 
 
 def _gob_post(payload: dict[str, Any], *, boot_id: str) -> AggregatorAnswer:
-    response = signed_response_parse(json.dumps(payload).encode())
+    response = signed_response_from_document(payload)
     try:
         reply, _ = _gob_call(
             METHOD,

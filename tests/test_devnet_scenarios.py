@@ -36,6 +36,19 @@ def scenario(
     return created, verified, lost, done.stdout
 
 
+def through_control_plane(name: str, tmp_path: Path, database_url: str) -> tuple[int, int, int, str]:
+    """Five batches of scenario ``name`` with the control plane between the operators and the aggregator."""
+    return scenario(
+        name,
+        tmp_path,
+        "--batches",
+        "5",
+        "--control-plane-url",
+        f"http://127.0.0.1:{free_port()}",
+        env_extra={"DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:6379/12"},
+    )
+
+
 @pytest.mark.slow
 def test_it_verifies_every_batch_without_faults(tmp_path):
     created, verified, lost, output = scenario("no-fault", tmp_path, "--direct", "--batches", "4")
@@ -72,15 +85,7 @@ def scenario_database():
     ["operators-down", "aggregator-crash", "aggregator-replace", "redis-flush", "worker-kill", "ingest-down"],
 )
 def test_it_loses_nothing_when_the_control_plane_is_in_the_loop(tmp_path, name, scenario_database):
-    created, verified, lost, output = scenario(
-        name,
-        tmp_path,
-        "--batches",
-        "5",
-        "--control-plane-url",
-        f"http://127.0.0.1:{free_port()}",
-        env_extra={"DATABASE_URL": scenario_database, "REDIS_URL": "redis://127.0.0.1:6379/12"},
-    )
+    created, verified, lost, output = through_control_plane(name, tmp_path, scenario_database)
     assert (created, verified, lost) == (5, 5, 0), output
     # Each batch verified exactly once: one "verified in block" per batch line.
     assert output.count("verified in block") == 5
@@ -88,15 +93,7 @@ def test_it_loses_nothing_when_the_control_plane_is_in_the_loop(tmp_path, name, 
 
 @pytest.mark.slow
 def test_it_answers_on_chain_itself_when_the_aggregator_is_gone_for_good(tmp_path, scenario_database):
-    created, verified, lost, output = scenario(
-        "aggregator-gone",
-        tmp_path,
-        "--batches",
-        "5",
-        "--control-plane-url",
-        f"http://127.0.0.1:{free_port()}",
-        env_extra={"DATABASE_URL": scenario_database, "REDIS_URL": "redis://127.0.0.1:6379/12"},
-    )
+    created, verified, lost, output = through_control_plane("aggregator-gone", tmp_path, scenario_database)
     assert (created, verified, lost) == (5, 5, 0), output
     assert output.count("verified in block") == 5
     answered = re.search(r"(\d+) answered by the standby", output)

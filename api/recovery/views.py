@@ -24,9 +24,8 @@ from api.recovery.serializers import (
     ResponseInputSerializer,
 )
 from api.schema import error_responses
-from api.views import ApiError, ApiListView, ApiView
+from api.views import ApiError, ApiListView, ApiView, bytes32_param
 from controlplane.inputs import ascii_int
-from ledger.selectors import bytes32_normalize
 from recovery.models import RecoveryKind, RecoveryRun, RecoveryTask
 from recovery.services.runs import ALL_PENDING, recovery_run_start
 
@@ -88,10 +87,7 @@ class ReplayCreateApi(ApiView):
         if data["all_pending"]:
             scope, field = ALL_PENDING, "all_pending"
         else:
-            normalized = bytes32_normalize(value=data["batch"].strip())
-            if normalized is None:
-                raise ApiError("batch must be 0x followed by 64 hex digits", field="batch")
-            scope, field = normalized, "batch"
+            scope, field = bytes32_param(data["batch"].strip(), field="batch"), "batch"
         return _start(
             request=request, kind=RecoveryKind.REPLAY, scope=scope, dry_run=data["dry_run"], field=field
         )
@@ -103,13 +99,10 @@ class CatchupCreateApi(ApiView):
     @extend_schema(request=CatchupInputSerializer, responses=RUN_CREATED)
     def post(self, request: Request) -> Response:
         data = _validated(CatchupInputSerializer, request)
-        operator_id = bytes32_normalize(value=data["operator_id"].strip())
-        if operator_id is None:
-            raise ApiError("operator_id must be 0x followed by 64 hex digits", field="operator_id")
         return _start(
             request=request,
             kind=RecoveryKind.CATCHUP,
-            scope=operator_id,
+            scope=bytes32_param(data["operator_id"].strip(), field="operator_id"),
             dry_run=data["dry_run"],
             field="operator_id",
         )
@@ -121,13 +114,10 @@ class ResponseCreateApi(ApiView):
     @extend_schema(request=ResponseInputSerializer, responses=RUN_CREATED)
     def post(self, request: Request) -> Response:
         data = _validated(ResponseInputSerializer, request)
-        identifier = bytes32_normalize(value=data["batch"].strip())
-        if identifier is None:
-            raise ApiError("batch must be 0x followed by 64 hex digits", field="batch")
         return _start(
             request=request,
             kind=RecoveryKind.RESPOND,
-            scope=identifier,
+            scope=bytes32_param(data["batch"].strip(), field="batch"),
             dry_run=data["dry_run"],
             field="batch",
         )

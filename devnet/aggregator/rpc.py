@@ -9,7 +9,6 @@ silent reply of 1. ``ServerRunning`` replies 1.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -38,19 +37,10 @@ class RpcApi(Signatures):
                 return Outcome(error="invalid response: nil signature")
             logger.warning("net/rpc signature refused: %s", exc.message)
             return Outcome(reply=1)
-        raw = json.dumps(
-            {
-                "batchMerkleRoot": response.batch_merkle_root,
-                "senderAddress": response.sender_address,
-                "batchIdentifierHash": response.batch_identifier,
-                "blsSignature": response.signature.to_hex(),
-                "operatorId": response.operator_id,
-            }
-        ).encode()
         deadline = time.monotonic() + self.config.unknown_task_wait
         while True:
             try:
-                self.signature_receive(raw)
+                self.signature_accept(response)
                 return Outcome(reply=0)
             except HttpError as exc:
                 code = exc.body.get("code")

@@ -19,7 +19,7 @@ from devnet.aggregator.common import (
     _is_hex,
 )
 from devnet.aggregator.tasks import TaskStore
-from intake.parse import IntakeError, signed_response_parse
+from intake.parse import IntakeError, SignedResponse, signed_response_parse
 
 logger = logging.getLogger("devnet.aggregator")
 
@@ -58,6 +58,10 @@ class Signatures(TaskStore):
             response = signed_response_parse(raw)
         except IntakeError as exc:
             raise HttpError(exc.status, {**exc.as_json(), "code": "bad_request"}) from None
+        return self.signature_accept(response)
+
+    def signature_accept(self, response: SignedResponse) -> dict[str, Any]:
+        """One parsed signed response (from either wire); returns the 200 body or raises HttpError."""
         identifier = response.batch_identifier
         operator_id = response.operator_id
         with self._lock:
