@@ -6,9 +6,12 @@ Authentication, permissions (``controlplane.auth.ApiAccess``), the write throttl
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.utils.functional import cached_property
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -17,6 +20,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from alerts.models import Alert
@@ -34,6 +38,7 @@ from api.serializers import (
 from controlplane.inputs import ascii_int
 from ledger.models import Batch, Operator
 from ledger.selectors import (
+    batch_count_known,
     batch_get,
     batch_list,
     bytes32_normalize,
@@ -52,12 +57,40 @@ class ApiView(APIView):
     """Base of the API's single-object and write views (each says what it does: that is its description)."""
 
 
+class _CountedPaginator(Paginator):
+    """A paginator told its count (from the counts kept by the writes) instead of counting the rows."""
+
+    def __init__(self, object_list: Any, per_page: int, *, known_count: int | None) -> None:
+        super().__init__(object_list, per_page)
+        self.known_count = known_count
+
+    @cached_property
+    def count(self) -> int:
+        return super().count if self.known_count is None else self.known_count
+
+
 class Pagination(PageNumberPagination):
-    """Page-number pagination naming the ``page`` field in errors: 400 malformed, 404 past the end."""
+    """Page-number pagination naming the ``page`` field in errors: 400 malformed, 404 past the end.
+
+    A view with a ``keyset`` (its ordering, newest first, by ``created_block`` then ``id``) also takes ``cursor``:
+    the page after the row the cursor names, found through the index however deep it is (a page number's
+    offset costs more the deeper it goes). A cursor page's ``next`` is a cursor link; ``previous`` is null.
+    A view's ``known_count(request)`` gives the count without counting, when it can.
+    """
+
+    cursor_query_param = "cursor"
+    _cursor_next: str | None = None
 
     def paginate_queryset(
         self, queryset: Any, request: Request, view: APIView | None = None
     ) -> list[Any] | None:
+        known = view.known_count(request) if view is not None and hasattr(view, "known_count") else None
+        self.django_paginator_class = partial(_CountedPaginator, known_count=known)
+        self._count = known
+        self._cursor_next = None
+        # An empty cursor is no cursor, as an empty filter is no filter.
+        if getattr(view, "keyset", False) and request.query_params.get(self.cursor_query_param):
+            return self._keyset_page(queryset, request)
         raw = request.query_params.get(self.page_query_param)
         if (
             raw is not None
@@ -74,8 +107,50 @@ class Pagination(PageNumberPagination):
                 status_code=status.HTTP_404_NOT_FOUND,
             ) from exc
 
+    def _keyset_page(self, queryset: Any, request: Request) -> list[Any]:
+        raw = request.query_params[self.cursor_query_param]
+        block, _, row = raw.partition(".")
+        parsed = (
+            ascii_int(block, minimum=0, maximum=2**63 - 1),
+            ascii_int(row, minimum=0, maximum=2**63 - 1),
+        )
+        if parsed[0] is None or parsed[1] is None:
+            raise ApiError("cursor must be a cursor from a next link", field=self.cursor_query_param)
+        self.request = request
+        size = int(self.page_size or 50)
+        rows = list(
+            queryset.filter(Q(created_block__lt=parsed[0]) | Q(created_block=parsed[0], id__lt=parsed[1]))[
+                : size + 1
+            ]
+        )
+        if len(rows) > size:
+            last = rows[size - 1]
+            url = remove_query_param(request.build_absolute_uri(), self.page_query_param)
+            self._cursor_next = replace_query_param(
+                url, self.cursor_query_param, f"{last.created_block}.{last.id}"
+            )
+        if self._count is None:
+            self._count = queryset.count()
+        self.page = None
+        return rows[:size]
+
+    def get_paginated_response(self, data: Any) -> Response:
+        if self.page is not None:
+            return super().get_paginated_response(data)
+        return Response({"count": self._count, "next": self._cursor_next, "previous": None, "results": data})
+
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        if getattr(view, "keyset", False):
+            parameters.append(
+                {
+                    "name": self.cursor_query_param,
+                    "required": False,
+                    "in": "query",
+                    "description": "A cursor from a next link: the page after it, at the same cost at any depth.",
+                    "schema": {"type": "string", "pattern": r"^[0-9]{1,18}\.[0-9]{1,18}$"},
+                }
+            )
         for parameter in parameters:
             if parameter["name"] == self.page_query_param:
                 parameter["schema"] = {"type": "integer", "minimum": 1}
@@ -90,6 +165,7 @@ class ApiListView(ListAPIView):
 
 
 LIST_ERRORS = error_responses(400, 404)
+_PAGING = ("page", "cursor")
 
 
 def bytes32_param(value: str, *, field: str) -> str:
@@ -119,9 +195,16 @@ class BatchListApi(ApiListView):
 
     serializer_class = BatchOutputSerializer
     filterset_class = BatchFilter
+    keyset = True
 
     def get_queryset(self) -> QuerySet[Batch]:
         return batch_list()
+
+    def known_count(self, request: Request) -> int | None:
+        """All batches, or those of one status, are counted by the writes; other filters are counted."""
+        return batch_count_known(
+            filters={k: v for k, v in request.query_params.items() if k not in _PAGING and v != ""}
+        )
 
 
 class BatchDetailApi(ApiView):

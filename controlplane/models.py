@@ -62,3 +62,13 @@ class LoopHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {self.replica}"
+
+
+class RowCount(models.Model):
+    """A change to a count kept by the writes (see ``controlplane.rowcounts``): a key's count is the sum of its rows."""
+
+    key = models.CharField(max_length=200)
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.n:+d}"

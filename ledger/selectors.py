@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
 
-from ledger.models import Batch, IngestCursor, IngestIncident, Operator, OperatorStake
+from controlplane.rowcounts import rowcounts
+from ledger.models import Batch, BatchStatus, IngestCursor, IngestIncident, Operator, OperatorStake
 
 QUORUM = 0
 STAKE_HISTORY_LIMIT = 100
@@ -28,6 +30,17 @@ def bytes32_normalize(*, value: str) -> str | None:
 def batch_list() -> QuerySet[Batch]:
     """Every batch, newest first (uses the ``batch_newest_first`` index)."""
     return Batch.objects.select_related("progress").order_by("-created_block", "-id")
+
+
+def batch_count_known(*, filters: Mapping[str, str]) -> int | None:
+    """How many batches a list filtered by ``filters`` holds, when the counts kept by the writes know it (no
+    filter, or only a status); None when it must be counted."""
+    counts = rowcounts(prefix="batches")
+    if not filters:
+        return sum(counts.values())
+    if set(filters) == {"status"} and filters["status"] in BatchStatus.values:
+        return counts.get(filters["status"], 0)
+    return None
 
 
 def batch_get(*, identifier: str) -> Batch | None:

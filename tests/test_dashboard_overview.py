@@ -171,5 +171,6 @@ def test_it_the_overview_costs_a_fixed_number_of_queries(
     for i in range(20):
         batch_create(label=f"more{i}", created_block=200 + i)
 
-    with django_assert_max_num_queries(16):  # type: ignore[operator]
+    # One more than before the counts kept by the writes: verified batches are read from them, not scanned.
+    with django_assert_max_num_queries(17):  # type: ignore[operator]
         assert user_client.get("/").status_code == 200

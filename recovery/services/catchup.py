@@ -92,23 +92,36 @@ def operator_control_token(*, operator_id: str) -> str | None:
 # ------------------------------------------------------------------------------------------- selectors
 
 
+# How far back the last known-good point is looked for: a bounded walk down the newest batches, not a scan of the
+# operator's whole signature history (which retention prunes anyway).
+KNOWN_GOOD_LOOKBACK = 10_000
+
+
 def operator_last_known_good_block(*, operator_id: str) -> int | None:
     """The created block of the newest batch the operator signed before its oldest owed batch.
 
-    With nothing owed, its newest signed batch; None if it never signed (before its first miss).
+    With nothing owed, its newest signed batch; None if it never signed (before its first miss) within the
+    KNOWN_GOOD_LOOKBACK batches below that point.
     """
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT max(kb.created_block) FROM monitoring_batch kb
-            JOIN monitoring_signature ks ON ks.batch_identifier = kb.identifier
-            WHERE ks.operator_id = %(operator)s AND ks.status = ANY(%(signed)s)
-                AND kb.created_block < COALESCE(
+            SELECT kb.created_block FROM (
+                SELECT b.identifier, b.created_block FROM monitoring_batch b
+                WHERE b.created_block < COALESCE(
                     (SELECT min(b.created_block) FROM monitoring_batch b WHERE {_owed("%(operator)s")}),
                     9223372036854775807
                 )
+                ORDER BY b.created_block DESC, b.id DESC LIMIT %(lookback)s
+            ) kb
+            WHERE EXISTS (
+                SELECT 1 FROM monitoring_signature ks
+                WHERE ks.batch_identifier = kb.identifier AND ks.operator_id = %(operator)s
+                    AND ks.status = ANY(%(signed)s)
+            )
+            ORDER BY kb.created_block DESC LIMIT 1
             """,
-            _params(operator=operator_id.strip().lower()),
+            _params(operator=operator_id.strip().lower(), lookback=KNOWN_GOOD_LOOKBACK),
         )
         row = cursor.fetchone()
     return None if row is None or row[0] is None else int(row[0])

@@ -5,6 +5,8 @@ raw limit (one eth_getLogs + the same decoder + one COPY into a bare table, no O
 live: websocket latency from a committed signature to the frame in chromium, next to a plain HTTP round trip.
 bls: verifying N signatures of one batch one pairing check each, next to one aggregated check.
 flood: time to quorum of one batch with 1,000 forged posts in one operator's name, next to none.
+history: each recurring operation (scrape, pages, snapshots, API lists, passes, catch-up plan) on a 1M-batch
+history next to a 10k-batch one.
 """
 
 from __future__ import annotations
@@ -212,6 +214,22 @@ def bench_wire_main(*, operators: int, batches: int) -> None:
         bench_wire(env=env, bodies=precompute(net, rows))
 
 
+def bench_history_main(*, sizes: str, repeats: int, reuse: bool) -> None:
+    from tests.benchmarks.history import bench_history
+
+    problem = check_postgres(os.environ["DATABASE_URL"])
+    if problem:
+        sys.exit(f"bench: {problem}")
+    small, large = (int(size) for size in sizes.split(","))
+    bench_history(
+        small=small,
+        large=large,
+        repeats=repeats,
+        admin_database=str(connection.settings_dict["NAME"]),
+        reuse=reuse,
+    )
+
+
 def bench_bls(signers: int) -> None:
     from bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -241,7 +259,9 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=10_000, help="NewBatchV3 logs to ingest (default 10000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
-    parser.add_argument("--only", choices=["ingest", "intake", "wire", "bls", "live", "flood"], default=None)
+    parser.add_argument(
+        "--only", choices=["ingest", "intake", "wire", "bls", "live", "flood", "history"], default=None
+    )
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
     parser.add_argument("--backends", default="pyrevm,py-ecc", help="pairing backends to measure (intake)")
@@ -250,6 +270,17 @@ def main() -> None:
         type=int,
         default=20,
         help="operators signing one batch, each timed to the browser (live)",
+    )
+    parser.add_argument(
+        "--history-batches",
+        default="10000,1000000",
+        help="the two history sizes compared (history; default 10000,1000000)",
+    )
+    parser.add_argument("--history-repeats", type=int, default=5)
+    parser.add_argument(
+        "--history-reuse",
+        action="store_true",
+        help="keep a history database made by an earlier run when it has the size asked for (history)",
     )
     args = parser.parse_args()
     if args.only in (None, "ingest"):
@@ -264,6 +295,8 @@ def main() -> None:
         bench_flood_main(operators=args.operators)
     if args.only in (None, "bls"):
         bench_bls(args.signers)
+    if args.only in (None, "history"):
+        bench_history_main(sizes=args.history_batches, repeats=args.history_repeats, reuse=args.history_reuse)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from controlplane.loops import Loop, loop_run
+from controlplane.rowcounts import rowcounts_compact
 from recovery.services.retention import retention_prune
 
 logger = logging.getLogger("recovery")
@@ -73,6 +74,8 @@ class Command(BaseCommand):
         def step() -> None:
             nonlocal next_retention
             counts = recovery_pass(execute=options["execute"])
+            # Keeps reads of the counts bounded by the writes of one pass.
+            rowcounts_compact()
             if any(v for k, v in counts.items() if k != "enqueued"):
                 logger.info("recovery pass: %s", counts)
             if time.monotonic() >= next_retention:
