@@ -38,16 +38,15 @@ from prometheus_client.registry import Collector
 from alerts.models import AlertKind, AlertState, WebhookDelivery, WebhookEndpoint
 from controlplane.rowcounts import rowcounts
 from intake.models import SignatureStatus
-from ledger.models import Batch, BatchStatus, IngestCursor, Operator
+from ledger.models import BatchStatus, IngestCursor, Operator
 from liveness.models import OperatorLiveness, OperatorState
-from progress.models import BatchProgress
+from progress.models import QUORUM_BUCKETS, BatchProgress
 from recovery.models import RecoveryKind, RecoveryStatus
 
 logger = logging.getLogger("api.metrics")
 
 PREFIX = "controlplane_"
 # Seconds from a batch's first sighting to quorum: a healthy network lands in the first buckets.
-QUORUM_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 def _table(model: Any) -> str:
@@ -109,24 +108,18 @@ def ledger_metrics() -> Iterator[Metric]:
 
 
 def quorum_histogram() -> HistogramMetricFamily:
-    """Seconds from each batch's first sighting to quorum, cumulative (one query over the progress rows)."""
-    buckets = ", ".join("count(*) FILTER (WHERE s <= %s)" for _ in QUORUM_BUCKETS)
-    (row,) = _sql(
-        f"""
-        SELECT {buckets}, count(*), coalesce(sum(s), 0) FROM (
-            SELECT greatest(0, extract(epoch FROM p.quorum_reached_at - b.first_seen_at)) AS s
-            FROM {_table(BatchProgress)} p JOIN {_table(Batch)} b ON b.id = p.batch_id
-            WHERE p.quorum_reached_at IS NOT NULL
-        ) AS t
-        """,
-        QUORUM_BUCKETS,
-    )
+    """Seconds from each batch's first sighting to quorum, cumulative: counted by the writes of each quorum."""
+    counts = rowcounts(prefix="quorum")
     bounds = [f"{bound:g}" for bound in QUORUM_BUCKETS] + ["+Inf"]
-    counts = [int(value) for value in row[: len(bounds)]]
+    buckets = [counts.get(f"le:{int(bound * 1000)}", 0) for bound in QUORUM_BUCKETS] + [
+        counts.get("count", 0)
+    ]
     family = HistogramMetricFamily(
         PREFIX + "batch_quorum_seconds", "Seconds from a batch's first sighting to quorum of verified stake."
     )
-    family.add_metric([], buckets=list(zip(bounds, counts, strict=True)), sum_value=float(row[-1]))
+    family.add_metric(
+        [], buckets=list(zip(bounds, buckets, strict=True)), sum_value=counts.get("sum_ms", 0) / 1000
+    )
     return family
 
 

@@ -7,7 +7,8 @@ key's rows; ``rowcounts_compact`` (run by the recovery loop) folds them into one
 bounded by the writes since the last compaction, not by history.
 
 A key is any text the table's key expression gives for a row (``batches:verified``, ``recovery_tasks:forward:done``);
-a row may count under several keys. TRUNCATE of a counted table drops its keys (the test suite flushes tables).
+a row may count under several keys, and an element ``key|v`` adds the integer v instead of 1 (a sum).
+TRUNCATE of a counted table drops its keys (the test suite flushes tables).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ BEGIN
             'SELECT unnest(%s), 1 FROM rowcount_new UNION ALL SELECT unnest(%s), -1 FROM rowcount_old', keys, keys
         );
     END IF;
+    -- An element 'key|v' adds v (a sum, not a count) under key.
     EXECUTE format(
-        'INSERT INTO controlplane_rowcount (key, n) SELECT k, sum(d) FROM (%s) t(k, d) GROUP BY k HAVING sum(d) <> 0',
-        body
+        'INSERT INTO controlplane_rowcount (key, n) SELECT split_part(k, %L, 1), sum(d * v) FROM ('
+        'SELECT k, d, coalesce(nullif(split_part(k, %L, 2), %L)::bigint, 1) AS v FROM (%s) t(k, d)'
+        ') u GROUP BY 1 HAVING sum(d * v) <> 0',
+        '|', '|', '', body
     );
     RETURN NULL;
 END
@@ -67,7 +71,8 @@ def triggers_sql(*, table: str, prefix: str, keys: str) -> tuple[str, str]:
     create.append(f"DELETE FROM controlplane_rowcount WHERE starts_with(key, '{prefix}:')")
     create.append(
         f"""INSERT INTO controlplane_rowcount (key, n)
-            SELECT k, count(*) FROM (SELECT unnest({keys}) FROM {table}) t(k) GROUP BY k"""
+            SELECT split_part(k, '|', 1), sum(coalesce(nullif(split_part(k, '|', 2), '')::bigint, 1))
+            FROM (SELECT unnest({keys}) FROM {table}) t(k) GROUP BY 1"""
     )
     drop = [
         f"DROP TRIGGER IF EXISTS {table}_rowcount_{event} ON {table}"

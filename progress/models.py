@@ -4,6 +4,20 @@ from django.db import models
 
 from controlplane.fields import HexField, WeiField
 
+# Bounds (seconds) of the quorum-time histogram. Its counts are kept by triggers made from these bounds
+# (progress migration 0002): a change here needs a migration that makes them again.
+QUORUM_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def quorum_keys_sql() -> str:
+    """The counted keys of one progress row: each bucket its quorum time falls in, the count and the sum."""
+    bounds = ", ".join(f"{int(b * 1000)}" for b in QUORUM_BUCKETS)
+    return (
+        "CASE WHEN quorum_ms IS NULL THEN ARRAY[]::text[] ELSE "
+        f"ARRAY(SELECT 'quorum:le:' || b FROM unnest(ARRAY[{bounds}]) b WHERE quorum_ms <= b) "
+        "|| ARRAY['quorum:count', 'quorum:sum_ms|' || quorum_ms] END"
+    )
+
 
 class BatchProgress(models.Model):
     """Stake-weighted progress of one batch toward quorum, persisted so lists and sockets read it cheaply."""
@@ -17,6 +31,9 @@ class BatchProgress(models.Model):
     signed_operator_ids = models.JSONField(default=list)
     unsigned_operator_ids = models.JSONField(default=list)
     quorum_reached_at = models.DateTimeField(null=True, blank=True)
+    # Milliseconds from the batch's first sighting to quorum, stored once: the quorum-time histogram is counted
+    # from it by the writes (see QUORUM_BUCKETS), never by joining every progress row to its batch.
+    quorum_ms = models.BigIntegerField(null=True, blank=True)
     at_risk = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -70,6 +70,7 @@ def batch_progress_refresh(
         changes = []
         if reached and progress.quorum_reached_at is None:
             progress.quorum_reached_at = now
+            progress.quorum_ms = max(0, int((now - batch.first_seen_at).total_seconds() * 1000))
             changes.append(BatchProgressChangeKind.QUORUM_REACHED)
         if at_risk != progress.at_risk:
             changes.append(BatchProgressChangeKind.AT_RISK if at_risk else BatchProgressChangeKind.RECOVERED)

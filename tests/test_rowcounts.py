@@ -108,3 +108,20 @@ def test_it_forgets_a_truncated_tables_counts_and_no_other() -> None:
         cursor.execute("TRUNCATE monitoring_signature CASCADE")
     assert rowcounts(prefix="signatures") == {}
     assert rowcounts(prefix="batches") == {"pending": 1}
+
+
+def test_it_keeps_the_quorum_time_histogram_and_its_sum_by_the_writes() -> None:
+    from api.metrics import quorum_histogram
+    from progress.models import BatchProgress
+
+    for i, ms in enumerate((1500, 7000, None)):
+        BatchProgress.objects.create(batch=batch_create(label=f"q{i}", created_block=10 + i), quorum_ms=ms)
+    BatchProgress.objects.filter(quorum_ms=1500).update(quorum_ms=900)
+
+    sample_set = quorum_histogram()
+    samples = {(s.name, s.labels.get("le")): s.value for s in sample_set.samples}
+    assert samples[("controlplane_batch_quorum_seconds_bucket", "1")] == 1
+    assert samples[("controlplane_batch_quorum_seconds_bucket", "5")] == 1
+    assert samples[("controlplane_batch_quorum_seconds_bucket", "10")] == 2
+    assert samples[("controlplane_batch_quorum_seconds_bucket", "+Inf")] == 2
+    assert samples[("controlplane_batch_quorum_seconds_sum", None)] == pytest.approx(7.9)
