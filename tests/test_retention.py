@@ -14,7 +14,7 @@ from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
 from progress.models import BatchProgress
 from progress.services import batch_progress_refresh
-from recovery.models import RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
+from recovery.models import CatchupAsk, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
 from recovery.services import retention
 from recovery.services.retention import retention_prune
 from tests.factories import ETH, batch_create, hex32, operator_create
@@ -53,6 +53,25 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
         signatures(batch, operator.operator_id, 20)
         batch_progress_refresh(batch_identifier=batch.identifier)
     Batch.objects.filter(id=old.id).update(updated_at=long_ago)
+    Signature.objects.filter(batch_identifier=old.identifier).update(received_at=long_ago)
+    # A signature that came after all, long after its batch was verified, waits for its own time to pass.
+    signature_late = Signature.objects.create(
+        batch_identifier=old.identifier,
+        batch_merkle_root=old.merkle_root,
+        sender_address=old.sender,
+        operator_id=operator.operator_id,
+        signature_x=hex32("late-x"),
+        signature_y=hex32("late-y"),
+        status=SignatureStatus.VERIFIED,
+    )
+    for label, asked in (("asked-long-ago", long_ago), ("asked-lately", timezone.now())):
+        CatchupAsk.objects.create(
+            operator_id=operator.operator_id,
+            batch_identifier=hex32(label),
+            asks=1,
+            first_asked_at=asked,
+            last_asked_at=asked,
+        )
     alert = Alert.objects.create(
         kind="batch_stalled", subject=old.identifier, severity="warning", summary="s", opened_at=long_ago
     )
@@ -87,8 +106,9 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
 
     pruned = retention_prune()
 
-    assert pruned == {"signatures": 20, "webhook_attempts": 3, "recovery_tasks": 2}
-    assert not Signature.objects.filter(batch_identifier=old.identifier).exists()
+    assert pruned == {"signatures": 20, "webhook_attempts": 3, "recovery_tasks": 2, "catchup_asks": 1}
+    assert list(Signature.objects.filter(batch_identifier=old.identifier)) == [signature_late]
+    assert list(CatchupAsk.objects.values_list("batch_identifier", flat=True)) == [hex32("asked-lately")]
     assert (
         Signature.objects.filter(batch_identifier__in=[recent.identifier, pending.identifier]).count() == 40
     )
@@ -97,4 +117,9 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
     assert Alert.objects.filter(id=alert.id).exists()
     assert RecoveryTask.objects.filter(run=run).count() == 1, "a staff run's tasks are its audit trail"
     assert RecoveryTask.objects.filter(status=RecoveryStatus.PENDING).count() == 1
-    assert retention_prune() == {"signatures": 0, "webhook_attempts": 0, "recovery_tasks": 0}
+    assert retention_prune() == {
+        "signatures": 0,
+        "webhook_attempts": 0,
+        "recovery_tasks": 0,
+        "catchup_asks": 0,
+    }

@@ -4,7 +4,8 @@ batch's progress summary, alerts, staff runs and their tasks (the audit trail), 
 
 - signatures of batches verified more than RETENTION_SIGNATURE_DAYS ago (their deliveries go with them);
 - webhook attempts of delivered deliveries older than RETENTION_WEBHOOK_ATTEMPT_DAYS;
-- recovery tasks that finished more than RETENTION_RECOVERY_TASK_DAYS ago, unless a staff run asked for them.
+- recovery tasks that finished more than RETENTION_RECOVERY_TASK_DAYS ago, unless a staff run asked for them;
+- catch-up asks not repeated for RETENTION_RECOVERY_TASK_DAYS (their batch is long settled).
 
 Run by the recovery loop at most once per RETENTION_INTERVAL; each call deletes at most ``budget`` rows per kind.
 """
@@ -22,25 +23,33 @@ logger = logging.getLogger("recovery")
 
 CHUNK = 1000
 
+# Each scan starts from what is old by its own time column (BRIN-indexed, in arrival order), so a pass costs the
+# rows it prunes, not the table: when nothing is old enough it reads nothing.
 _SIGNATURES = """
 DELETE FROM monitoring_signature WHERE id IN (
     SELECT s.id FROM monitoring_signature s JOIN monitoring_batch b ON b.identifier = s.batch_identifier
-    WHERE b.status = 'verified' AND b.updated_at < %s
-    LIMIT %s
+    WHERE s.received_at < %(cutoff)s AND b.status = 'verified' AND b.updated_at < %(cutoff)s
+    LIMIT %(limit)s
 )
 """
 _WEBHOOK_ATTEMPTS = """
 DELETE FROM monitoring_webhookattempt WHERE id IN (
     SELECT a.id FROM monitoring_webhookattempt a JOIN monitoring_webhookdelivery d ON d.id = a.delivery_id
-    WHERE d.status = 'delivered' AND a.attempted_at < %s
-    LIMIT %s
+    WHERE d.status = 'delivered' AND a.attempted_at < %(cutoff)s
+    LIMIT %(limit)s
 )
 """
 _RECOVERY_TASKS = """
 DELETE FROM recovery_recoverytask WHERE id IN (
     SELECT id FROM recovery_recoverytask
-    WHERE status IN ('done', 'cancelled') AND finished_at < %s AND run_id IS NULL
-    LIMIT %s
+    WHERE finished_at < %(cutoff)s AND status IN ('done', 'cancelled') AND run_id IS NULL
+    LIMIT %(limit)s
+)
+"""
+# Asks about a batch matter while it is pending and owed; one not repeated for the retention period is settled.
+_CATCHUP_ASKS = """
+DELETE FROM recovery_catchupask WHERE id IN (
+    SELECT id FROM recovery_catchupask WHERE last_asked_at < %(cutoff)s LIMIT %(limit)s
 )
 """
 
@@ -49,7 +58,7 @@ def _prune(sql: str, *, cutoff: datetime, budget: int) -> int:
     deleted = 0
     while deleted < budget:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff, min(CHUNK, budget - deleted)])
+            cursor.execute(sql, {"cutoff": cutoff, "limit": min(CHUNK, budget - deleted)})
             count = cursor.rowcount
         deleted += count
         if count < CHUNK:
@@ -70,6 +79,9 @@ def retention_prune(*, budget: int = 20_000) -> dict[str, int]:
         ),
         "recovery_tasks": _prune(
             _RECOVERY_TASKS, cutoff=now - settings.RETENTION_RECOVERY_TASK_DAYS * days, budget=budget
+        ),
+        "catchup_asks": _prune(
+            _CATCHUP_ASKS, cutoff=now - settings.RETENTION_RECOVERY_TASK_DAYS * days, budget=budget
         ),
     }
     if any(pruned.values()):

@@ -131,6 +131,7 @@ def operations(subjects: Subjects) -> list[tuple[str, Callable[[Client], object]
     from intake.jobs import intake_sweep
     from recovery.management.commands.recovery import recovery_pass
     from recovery.services.catchup import operator_catchup_batches, operator_last_known_good_block
+    from recovery.services.retention import retention_prune
 
     s = subjects
     deep_batch_page = max(1, s.batch_pages // 2)
@@ -157,6 +158,7 @@ def operations(subjects: Subjects) -> list[tuple[str, Callable[[Client], object]
         ("alerts pass", lambda c: alerts_evaluate()),
         ("recovery pass", lambda c: recovery_pass()),
         ("verifier pass", lambda c: intake_sweep()),
+        ("retention pass", lambda c: retention_prune()),
         ("catch-up plan (100 missed)", catchup_plan),
     ]
 
