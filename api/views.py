@@ -9,9 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.utils.functional import cached_property
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -36,6 +34,7 @@ from api.serializers import (
     OperatorOutputSerializer,
 )
 from controlplane.inputs import ascii_int
+from controlplane.paging import CountedPaginator
 from ledger.models import Batch, Operator
 from ledger.selectors import (
     batch_count_known,
@@ -57,18 +56,6 @@ class ApiView(APIView):
     """Base of the API's single-object and write views (each says what it does: that is its description)."""
 
 
-class _CountedPaginator(Paginator):
-    """A paginator told its count (from the counts kept by the writes) instead of counting the rows."""
-
-    def __init__(self, object_list: Any, per_page: int, *, known_count: int | None) -> None:
-        super().__init__(object_list, per_page)
-        self.known_count = known_count
-
-    @cached_property
-    def count(self) -> int:
-        return super().count if self.known_count is None else self.known_count
-
-
 class Pagination(PageNumberPagination):
     """Page-number pagination naming the ``page`` field in errors: 400 malformed, 404 past the end.
 
@@ -85,7 +72,7 @@ class Pagination(PageNumberPagination):
         self, queryset: Any, request: Request, view: APIView | None = None
     ) -> list[Any] | None:
         known = view.known_count(request) if view is not None and hasattr(view, "known_count") else None
-        self.django_paginator_class = partial(_CountedPaginator, known_count=known)
+        self.django_paginator_class = partial(CountedPaginator, known_count=known)
         self._count = known
         self._cursor_next = None
         # An empty cursor is no cursor, as an empty filter is no filter.

@@ -13,13 +13,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from controlplane.inputs import datetime_utc
+from controlplane.paging import CountedPaginator
 from dashboard.operator_selectors import (
     OPERATOR_STATES,
     UPTIME_WINDOWS,
@@ -37,7 +38,7 @@ from dashboard.selectors import (
     stalled_blocks,
 )
 from ledger.models import BatchStatus
-from ledger.selectors import bytes32_normalize
+from ledger.selectors import batch_count_known, bytes32_normalize
 from recovery.models import RecoveryKind
 
 BATCHES_PER_PAGE = 50
@@ -80,8 +81,8 @@ def _render(
     return render(request, f"dashboard/{template}", context)
 
 
-def _page(request: HttpRequest, items: Any, per_page: int) -> Page:
-    return Paginator(items, per_page).get_page(request.GET.get("page"))
+def _page(request: HttpRequest, items: Any, per_page: int, *, known_count: int | None = None) -> Page:
+    return CountedPaginator(items, per_page, known_count=known_count).get_page(request.GET.get("page"))
 
 
 def _choice(value: str | None, choices: Any) -> str | None:
@@ -126,8 +127,15 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     until = _moment(request.GET.get("until"))
     if time_range is not None:
         since = timezone.now() - TIME_RANGES[time_range]
+    # Every batch, or one status, is counted by the writes; other filters are counted on the page.
+    known = (
+        None if flag or since or until else batch_count_known(filters={"status": status} if status else {})
+    )
     page = _page(
-        request, batch_filtered(status=status, flag=flag, since=since, until=until), BATCHES_PER_PAGE
+        request,
+        batch_filtered(status=status, flag=flag, since=since, until=until),
+        BATCHES_PER_PAGE,
+        known_count=known,
     )
     filters = {
         "status": status or "",
