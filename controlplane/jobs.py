@@ -25,8 +25,10 @@ def job_enqueue(
     failure_ttl: int,
     what: str,
     queue_name: str = "default",
+    at_front: bool = False,
 ) -> bool:
-    """Enqueue ``function(*args)`` on ``queue_name`` as ``job_id``; False when Redis could not take it.
+    """Enqueue ``function(*args)`` on ``queue_name`` as ``job_id`` (ahead of every waiting job with ``at_front``);
+    False when Redis could not take it.
 
     ``function`` is the job's dotted name: the service that enqueues never imports the job module that calls it.
     """
@@ -35,8 +37,21 @@ def job_enqueue(
 
         queue = django_rq.get_queue(queue_name)
         job = queue.fetch_job(job_id)
-        if job is None or job.get_status(refresh=False) not in _WAITING:
-            queue.enqueue(function, *args, job_id=job_id, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        status = None if job is None else job.get_status(refresh=False)
+        if at_front and status == JobStatus.QUEUED:
+            # Waiting behind others: moved to the front. Should a worker pop it in between, it runs twice, and the
+            # second run finds its row claimed or settled (the row is the truth).
+            queue.remove(job_id)
+            queue.push_job_id(job_id, at_front=True)
+        elif status not in _WAITING:
+            queue.enqueue(
+                function,
+                *args,
+                job_id=job_id,
+                result_ttl=result_ttl,
+                failure_ttl=failure_ttl,
+                at_front=at_front,
+            )
     except Exception as exc:  # Redis is disposable; the row is the truth
         redis_outage.note(f"could not enqueue {what} ({exc}); the reconciler will")
         return False

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -190,19 +191,11 @@ SCENARIOS = (
 STANDBY_SCENARIOS = ("aggregator-gone",)
 
 
-def scenario_run(
-    *,
-    name: str,
-    direct: bool,
-    batches: int,
-    control_plane_url: str,
-    say: Callable[[str], object],
-    wire: str = "gob",
-    control_plane_rpc: str | None = None,
-) -> ScenarioSummary:
-    # Over gob the operators send to the control plane's aggregator_rpc: on a free port unless given.
-    control_plane_rpc = control_plane_rpc or f"127.0.0.1:{free_port()}"
-    config = DevnetConfig(
+def scenario_config(
+    *, name: str, direct: bool, control_plane_url: str, wire: str, control_plane_rpc: str
+) -> DevnetConfig:
+    """The scenarios' devnet: 5 operators, short windows and retries (see the module's docstring)."""
+    return DevnetConfig(
         operators=5,
         seed=f"scenario-{name}",
         block_time=1.0,
@@ -214,6 +207,52 @@ def scenario_run(
         task_window=TASK_WINDOW,
         direct_retry_interval=DIRECT_RETRY_INTERVAL,
     )
+
+
+@contextmanager
+def scenario_network(
+    *, config: DevnetConfig, say: Callable[[str], object], standby: bool = False
+) -> Iterator[tuple[dict[str, Any], ControlPlane | None]]:
+    """A fresh devnet and, unless ``config.direct``, the control plane in front of its aggregator (with the
+    standby responder if asked); yields (devnet state, control plane) and stops both, by PID, after."""
+    state = devnet_up(config=config)
+    control_plane: ControlPlane | None = None
+    try:
+        if not config.direct:
+            extra = standby_env(state, logs_dir(state_path())) if standby else {}
+            control_plane = ControlPlane(
+                url=config.control_plane_url,
+                logs=logs_dir(state_path()),
+                env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path()), **extra},
+                rpc_address=config.control_plane_rpc if config.wire == "gob" else None,
+            )
+            control_plane.start()
+            say(f"control plane up at {config.control_plane_url}")
+        yield state, control_plane
+    finally:
+        if control_plane is not None:
+            control_plane.stop()
+        devnet_down()
+
+
+def scenario_run(
+    *,
+    name: str,
+    direct: bool,
+    batches: int,
+    control_plane_url: str,
+    say: Callable[[str], object],
+    wire: str = "gob",
+    control_plane_rpc: str | None = None,
+) -> ScenarioSummary:
+    # Over gob the operators send to the control plane's aggregator_rpc: on a free port unless given.
+    config = scenario_config(
+        name=name,
+        direct=direct,
+        control_plane_url=control_plane_url,
+        wire=wire,
+        control_plane_rpc=control_plane_rpc or f"127.0.0.1:{free_port()}",
+    )
     say(
         f"scenario {name}: {batches} batches, operators send over {wire} to "
         f"{'the aggregator' if direct else control_plane_url}"
@@ -223,19 +262,10 @@ def scenario_run(
             f"scenario {name} injects a fault into the control plane: it cannot run with --direct"
         )
     scenario_started = datetime.now(tz=UTC)
-    state = devnet_up(config=config)
-    control_plane: ControlPlane | None = None
-    try:
-        if not direct:
-            standby = standby_env(state, logs_dir(state_path())) if name in STANDBY_SCENARIOS else {}
-            control_plane = ControlPlane(
-                url=control_plane_url,
-                logs=logs_dir(state_path()),
-                env={**os.environ, **CONTROL_PLANE_ENV, "DEVNET_FILE": str(state_path()), **standby},
-                rpc_address=control_plane_rpc if wire == "gob" else None,
-            )
-            control_plane.start()
-            say(f"control plane up at {control_plane_url}")
+    with scenario_network(config=config, say=say, standby=name in STANDBY_SCENARIOS) as (
+        state,
+        control_plane,
+    ):
         chain = ChainWatch(state)
         wait_ready(state)
         ready = chain.head()
@@ -323,7 +353,3 @@ def scenario_run(
         if control_plane is not None:
             say("recovery: " + _recovery_counts(since=scenario_started))
         return summary
-    finally:
-        if control_plane is not None:
-            control_plane.stop()
-        devnet_down()

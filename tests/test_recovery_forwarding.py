@@ -16,6 +16,7 @@ from intake.verify import signatures_verify_batch
 from ledger.models import Batch, BatchStatus
 from recovery.management.commands.recovery import recovery_pass
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask, SignatureDelivery
+from recovery.services.forwarding import forward_execute, replay_execute
 from recovery.services.tasks import recovery_task_request
 from tests.chain_fixtures import Net, net_deploy, signed_response
 
@@ -135,6 +136,27 @@ def test_it_retries_while_the_aggregator_is_down_and_replays_to_its_replacement(
     replays = list(RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY, subject=identifier).order_by("id"))
     assert len(replays) == 2, "one replay per aggregator boot"
     assert replacement.boot_id[:8] in replays[-1].reason
+
+
+@pytest.mark.django_db
+def test_a_forward_leaves_its_signature_to_the_open_replay_of_its_batch(client, network):
+    net, node = network
+    root = net.create_task(seed=63)
+    wait_for_task(node, root)
+    net.ingester().sync_once()
+    recovery_pass()  # the control plane sees the boot
+    identifier = sign_and_verify(client, net, root, [0])
+    forward = RecoveryTask.objects.get(kind=RecoveryKind.FORWARD)
+    replay, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, urgent=True)
+
+    waited = forward_execute(forward)
+    assert (waited.action, waited.detail) == ("retry", "the batch's open replay sends it")
+    assert not SignatureDelivery.objects.exists()
+    assert replay_execute(replay).action == "done"
+    after = forward_execute(forward)  # delivered by the replay: not sent again
+    assert after.action == "done"
+    assert "already acknowledged" in after.detail
+    assert SignatureDelivery.objects.filter(boot_id=node.boot_id).count() == 1
 
 
 @pytest.mark.django_db

@@ -163,6 +163,19 @@ def test_it_enqueues_a_due_task_whatever_old_job_of_that_id_redis_still_holds(cl
     assert clean_queue.count == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_urgent_request_puts_its_job_ahead_of_those_waiting(clean_queue):
+    """After an aggregator restart, each batch's replay runs before the forwards queued before it."""
+    forwards = [recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(i))[0] for i in range(3)]
+    replay, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xab", urgent=True)
+    assert clean_queue.job_ids[0] == f"recovery-{replay.id}-0"
+    # Already waiting, behind others: asked for urgently, it moves to the front (once: no second job).
+    recovery_task_request(kind=RecoveryKind.FORWARD, subject="1", urgent=True)
+    assert clean_queue.job_ids == [f"recovery-{forwards[1].id}-0", f"recovery-{replay.id}-0"] + [
+        f"recovery-{forwards[i].id}-0" for i in (0, 2)
+    ]
+
+
 @pytest.mark.django_db
 def test_it_creates_a_new_task_when_the_open_one_is_settled_between_insert_and_read(monkeypatch):
     """The INSERT … ON CONFLICT DO NOTHING finds an open task, which a worker settles before it is read."""

@@ -21,7 +21,7 @@ from recovery.aggregator import (
     aggregator_announce,
     aggregator_post_signature,
 )
-from recovery.models import RecoveryKind, RecoveryTask, SignatureDelivery
+from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryTask, SignatureDelivery
 from recovery.services.tasks import Outcome, recovery_task_request
 from recovery.services.watch import aggregator_current_boot
 
@@ -106,6 +106,15 @@ def forward_execute(task: RecoveryTask) -> Outcome:
     batch = Batch.objects.filter(identifier=signature.batch_identifier).first()
     if batch is None or batch.status != BatchStatus.PENDING:
         return Outcome.cancel(f"the batch is {batch.status if batch else 'gone'}: nothing to forward")
+    boot_id = _boot()
+    if boot_id and SignatureDelivery.objects.filter(signature=signature, boot_id=boot_id).exists():
+        return Outcome.done(f"already acknowledged by boot {boot_id[:8]}", boot_id=boot_id)
+    if RecoveryTask.objects.filter(
+        kind=RecoveryKind.REPLAY, subject=batch.identifier, status__in=OPEN_STATUSES
+    ).exists():
+        # After an aggregator restart every pending batch has a replay, which sends all its signatures in one job:
+        # forwarding them one job each as well would only delay the replays. Later, this finds them delivered.
+        return Outcome.retry("the batch's open replay sends it")
     return signature_deliver(signature=signature, batch=batch)
 
 

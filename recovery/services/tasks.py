@@ -78,8 +78,10 @@ def recovery_task_request(
 ) -> tuple[RecoveryTask, bool]:
     """The open task for (kind, subject), created if there is none; (task, created). Enqueued on commit.
 
-    ``urgent`` (a person asked, or the aggregator changed) makes an open task that is backing off due now; the
-    periodic detectors ask again every pass and must not, or a failing task would retry every pass.
+    ``urgent`` (a person asked, or the aggregator changed) makes an open task that is backing off due now, and
+    puts its job ahead of those waiting: after an aggregator restart, one replay per batch delivers what the
+    forwards queued before it would, one signature a job. The periodic detectors ask again every pass and must
+    not, or a failing task would retry every pass.
     """
     # The open task may be settled between the INSERT that finds it and the SELECT that reads it: then there is
     # no open task any more, and the INSERT is tried again. Each round needs a concurrent settle to fail.
@@ -98,18 +100,27 @@ def recovery_task_request(
             row = cursor.fetchone()
         if row is not None:
             task = RecoveryTask.objects.get(id=row[0])
-            transaction.on_commit(partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind))
+            transaction.on_commit(
+                partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind, at_front=urgent)
+            )
             change_announce(recovery_task_changed, task=task, action="requested")
             return task, True
         existing = _open_task(kind=kind, subject=subject)
         if existing is None:
             continue
-        if urgent and existing.status == RecoveryStatus.PENDING and existing.next_attempt_at > timezone.now():
-            RecoveryTask.objects.filter(id=existing.id, status=RecoveryStatus.PENDING).update(
-                next_attempt_at=timezone.now()
-            )
+        if urgent and existing.status == RecoveryStatus.PENDING:
+            if existing.next_attempt_at > timezone.now():
+                RecoveryTask.objects.filter(id=existing.id, status=RecoveryStatus.PENDING).update(
+                    next_attempt_at=timezone.now()
+                )
             transaction.on_commit(
-                partial(recovery_task_enqueue, task_id=existing.id, attempts=existing.attempts, kind=kind)
+                partial(
+                    recovery_task_enqueue,
+                    task_id=existing.id,
+                    attempts=existing.attempts,
+                    kind=kind,
+                    at_front=True,
+                )
             )
         return existing, False
     raise RuntimeError(f"could not request a {kind} task for {subject}: it kept being settled concurrently")
@@ -124,8 +135,9 @@ def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
 OPERATOR_QUEUE = "operators"
 
 
-def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "") -> None:
-    """Ask a worker to run the task soon. Best effort: the reconciler covers a lost enqueue."""
+def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "", at_front: bool = False) -> None:
+    """Ask a worker to run the task soon (next, with ``at_front``). Best effort: the reconciler covers a lost
+    enqueue."""
     job_enqueue(
         "recovery.jobs.run_recovery_task",  # by name: the job module imports this one
         task_id,
@@ -134,6 +146,7 @@ def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "") -> Non
         failure_ttl=3600,
         what=f"recovery task {task_id}",
         queue_name=OPERATOR_QUEUE if kind == RecoveryKind.CATCHUP else "default",
+        at_front=at_front,
     )
 
 

@@ -7,6 +7,7 @@ bls: verifying N signatures of one batch one pairing check each, next to one agg
 flood: time to quorum of one batch with 1,000 forged posts in one operator's name, next to none.
 history: each recurring operation (scrape, pages, snapshots, API lists, passes, catch-up plan) on a 1M-batch
 history next to a 10k-batch one.
+recovery: an aggregator crash with 20 pending batches until all are verified, next to the no-fault quorum time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,12 @@ os.environ.setdefault("SECRET_KEY", "bench-only")
 os.environ["DATABASE_URL"] = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/controlplane_bench"
 )
+# The control plane's processes inherit these: a Redis database and a devnet directory of the bench's own.
+os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ["DEVNET_DIR"] = os.environ.get(
+    "BENCH_DEVNET_DIR", os.path.join(tempfile.gettempdir(), "controlplane-bench-devnet")
+)
+os.environ["DEVNET_FILE"] = os.path.join(os.environ["DEVNET_DIR"], "devnet.json")
 
 import django
 
@@ -168,7 +176,7 @@ def bench_network(*, operators: int, batches: int, seed: str) -> Iterator[tuple[
         env = {
             **net.env(),
             "DATABASE_URL": os.environ["DATABASE_URL"],
-            "REDIS_URL": "redis://127.0.0.1:6379/14",
+            "REDIS_URL": os.environ["REDIS_URL"],
         }
         yield net, env
     finally:
@@ -230,6 +238,15 @@ def bench_history_main(*, sizes: str, repeats: int, reuse: bool) -> None:
     )
 
 
+def bench_recovery_main(*, pending: int) -> None:
+    from tests.benchmarks.recovery import bench_recovery, bench_recovery_report
+
+    problem = check_postgres(os.environ["DATABASE_URL"])
+    if problem:
+        sys.exit(f"bench: {problem}")
+    bench_recovery_report(bench_recovery(pending=pending))
+
+
 def bench_bls(signers: int) -> None:
     from bls import aggregate_g1, aggregate_g2, keypair_from_seed, verify
 
@@ -260,7 +277,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signers", type=int, default=8)
     parser.add_argument(
-        "--only", choices=["ingest", "intake", "wire", "bls", "live", "flood", "history"], default=None
+        "--only",
+        choices=["ingest", "intake", "wire", "bls", "live", "flood", "recovery", "history"],
+        default=None,
     )
     parser.add_argument("--operators", type=int, default=20, help="operators signing each batch (intake)")
     parser.add_argument("--batches", type=int, default=100, help="batches to sign (intake)")
@@ -270,6 +289,9 @@ def main() -> None:
         type=int,
         default=20,
         help="operators signing one batch, each timed to the browser (live)",
+    )
+    parser.add_argument(
+        "--recovery-batches", type=int, default=20, help="batches pending at the aggregator crash (recovery)"
     )
     parser.add_argument(
         "--history-batches",
@@ -293,6 +315,8 @@ def main() -> None:
         bench_live_main(samples=args.live_samples)
     if args.only in (None, "flood"):
         bench_flood_main(operators=args.operators)
+    if args.only in (None, "recovery"):
+        bench_recovery_main(pending=args.recovery_batches)
     if args.only in (None, "bls"):
         bench_bls(args.signers)
     if args.only in (None, "history"):
