@@ -319,7 +319,9 @@ def conflicting_signatures(ctx: RuleContext) -> list[Condition]:
     found = []
     for row in rows:
         last = (
-            Signature.objects.filter(operator_id=row["operator_id"], conflicting=True)
+            Signature.objects.filter(
+                operator_id=row["operator_id"], conflicting=True, received_at__gte=cutoff
+            )
             .order_by("-received_at", "-id")
             .values_list("batch_identifier", flat=True)
             .first()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -105,8 +105,10 @@ class Pagination(PageNumberPagination):
             raise ApiError("cursor must be a cursor from a next link", field=self.cursor_query_param)
         self.request = request
         size = int(self.page_size or 50)
+        # "At or below the block, but not at it with a higher id": the block bound is an index range (an OR of the
+        # two conditions is not, and would filter its way down from the newest batch).
         rows = list(
-            queryset.filter(Q(created_block__lt=parsed[0]) | Q(created_block=parsed[0], id__lt=parsed[1]))[
+            queryset.filter(created_block__lte=parsed[0]).exclude(created_block=parsed[0], id__gte=parsed[1])[
                 : size + 1
             ]
         )

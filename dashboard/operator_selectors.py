@@ -19,7 +19,7 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from intake.models import BatchRefusal, Signature
@@ -42,8 +42,13 @@ UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": ti
 DEFAULT_WINDOW = "24h"
 
 
+# The operator list counts missed batches over this window: a bound that does not grow with history.
+MISSED_LIST_WINDOW = UPTIME_WINDOWS[DEFAULT_WINDOW]
+
+
 def _missed_batches_count() -> Subquery:
-    """Per operator (the outer row): batches first seen while it was down that it has not signed.
+    """Per operator (the outer row): batches first seen in the last MISSED_LIST_WINDOW while it was down that it
+    has not signed.
 
     The same rule as ``operator_missed_batches``, as a correlated COUNT so a whole page is one query.
     """
@@ -57,7 +62,7 @@ def _missed_batches_count() -> Subquery:
     # A batch it refused on purpose (a bad proof) was answered, not missed.
     refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
     missed = (
-        Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
+        Batch.objects.filter(status__in=OPEN_BATCH_STATUSES, first_seen_at__gte=Now() - MISSED_LIST_WINDOW)
         .filter(Exists(down_then))
         .exclude(Exists(signed))
         .exclude(Exists(refused))
@@ -331,7 +336,8 @@ def operator_detail(
     start = now - UPTIME_WINDOWS[window]
     total = operator_total_current_stake()
     share = operator_stake_share(operator=operator, total=total)
-    missed = operator_missed_batches(operator_id=operator.operator_id)
+    # Missed in the window the page shows (24 h, 7 d or 30 d), not in the operator's whole history.
+    missed = operator_missed_batches(operator_id=operator.operator_id, since=start)
     owed = operator_catchup_batches(operator_id=operator.operator_id) if operator.registered else []
     return OperatorDetail(
         operator=operator,

@@ -29,8 +29,12 @@ def operator_downtime_windows(
     return list(changes.order_by("since", "id").values_list("since", "until"))
 
 
-def operator_missed_batches(*, operator_id: str) -> QuerySet[Batch]:
-    """Pending or verified batches first seen while the operator was down that it has not signed, oldest first."""
+def operator_missed_batches(*, operator_id: str, since: datetime | None = None) -> QuerySet[Batch]:
+    """Pending or verified batches first seen while the operator was down that it has not signed, oldest first.
+
+    ``since`` bounds them to batches first seen from then on (through the ``first_seen_at`` index): pages read
+    a window, so their cost does not grow with the operator's whole history.
+    """
     operator_id = operator_id.lower()
     down_then = OperatorStateChange.objects.filter(
         operator_id=operator_id, state=OperatorState.DOWN, since__lte=OuterRef("first_seen_at")
@@ -40,9 +44,11 @@ def operator_missed_batches(*, operator_id: str) -> QuerySet[Batch]:
     )
     # A batch it refused on purpose (a bad proof) was answered, not missed.
     refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
+    batches = Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
+    if since is not None:
+        batches = batches.filter(first_seen_at__gte=since)
     return (
-        Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
-        .filter(Exists(down_then))
+        batches.filter(Exists(down_then))
         .exclude(Exists(signed))
         .exclude(Exists(refused))
         .order_by("first_seen_at", "id")

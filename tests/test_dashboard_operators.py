@@ -174,7 +174,7 @@ def test_it_shows_one_operators_uptime_signatures_and_catch_up(user_client: Clie
     # It owes the pending batches it has not signed: "missed" (the others it signed).
     assert re.search(r'data-testid="catchup-owed">1 pending batch<', html)
     assert "control endpoint answered 503" in html
-    assert 'Missed batches <span class="muted count">(1)</span>' in html
+    assert 'Missed batches in this window <span class="muted count">(1)</span>' in html
 
 
 def test_it_splits_a_window_into_state_segments() -> None:
@@ -213,3 +213,25 @@ def test_it_answers_404_for_unknown_and_malformed_operator_ids(user_client: Clie
     assert user_client.get(f"/operators/{hex32('nobody')}/").status_code == 404
     assert user_client.get("/operators/alice/").status_code == 404
     assert user_client.get("/operators/0x12/").status_code == 404
+
+
+def test_it_counts_missed_batches_only_within_the_window_shown(user_client: Client, flaky: dict) -> None:
+    # A batch missed in an outage three days ago: in the 7-day window, not in the 24-hour one nor the list.
+    now = timezone.now()
+    OperatorStateChange.objects.create(
+        operator_id=flaky["flaky"].operator_id,
+        state="down",
+        since=now - timedelta(days=3, hours=1),
+        until=now - timedelta(days=3),
+    )
+    old = batch_create(label="old-miss", created_block=50)
+    Batch.objects.filter(id=old.id).update(first_seen_at=now - timedelta(days=3, minutes=30))
+    path = f"/operators/{flaky['flaky'].operator_id}/"
+
+    day = user_client.get(path).content.decode()
+    week = user_client.get(path + "?window=7d").content.decode()
+    listed = user_client.get("/operators/").content.decode()
+
+    assert 'Missed batches in this window <span class="muted count">(1)</span>' in day
+    assert 'Missed batches in this window <span class="muted count">(2)</span>' in week
+    assert re.search(r'class="num warn">1<', listed)

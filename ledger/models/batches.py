@@ -35,6 +35,8 @@ class Batch(models.Model):
         indexes = [
             models.Index(fields=["status", "created_block"]),
             models.Index(fields=["-created_block", "-id"], name="batch_newest_first"),
+            # Pages read batches of a time window (an operator's missed ones): found by time, not by a scan.
+            models.Index(fields=["first_seen_at"], name="batch_first_seen"),
         ]
 
     def __str__(self) -> str:

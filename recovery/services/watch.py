@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Exists, Max, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -13,7 +14,7 @@ from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus, IngestCursor
 from progress.models import BatchProgress
 from recovery.aggregator import UNKNOWN_TASK, AggregatorUnavailable, aggregator_health, aggregator_url
-from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask, SignatureDelivery
+from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask
 from recovery.services.tasks import backoff_seconds, recovery_task_request
 
 logger = logging.getLogger("recovery")
@@ -65,17 +66,29 @@ def aggregator_watch() -> str | None:
 def signatures_forward_request(*, limit: int = 2000) -> int:
     """Verified signatures of pending batches not yet acknowledged by the current aggregator boot get forwarded."""
     boot_id = aggregator_current_boot()
-    delivered = SignatureDelivery.objects.filter(signature=OuterRef("pk"), boot_id=boot_id or "")
-    candidates = (
-        Signature.objects.filter(
-            status=SignatureStatus.VERIFIED,
-            batch_identifier__in=Batch.objects.filter(status=BatchStatus.PENDING).values("identifier"),
+    # The pending batches first, through their index; then their undelivered signatures, materialized before the
+    # ORDER BY id LIMIT (left to itself the planner walks the primary key of every signature looking for them).
+    pending = list(Batch.objects.filter(status=BatchStatus.PENDING).values_list("identifier", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH candidates AS MATERIALIZED (
+                SELECT s.id FROM monitoring_signature s
+                WHERE s.batch_identifier = ANY(%(pending)s) AND s.status = %(verified)s
+                    AND NOT EXISTS (
+                        SELECT 1 FROM recovery_signaturedelivery d WHERE d.signature_id = s.id AND d.boot_id = %(boot)s
+                    )
+            )
+            SELECT id FROM candidates ORDER BY id LIMIT %(limit)s
+            """,
+            {
+                "pending": pending,
+                "verified": SignatureStatus.VERIFIED.value,
+                "boot": boot_id or "",
+                "limit": limit,
+            },
         )
-        .annotate(delivered=Exists(delivered))
-        .filter(delivered=False)
-        .order_by("id")
-        .values_list("id", flat=True)[:limit]
-    )
+        candidates = [int(row[0]) for row in cursor.fetchall()]
     # An open task for a signature already exists? The partial unique index makes the request a no-op.
     requested = 0
     for signature_id in candidates:
