@@ -1,18 +1,25 @@
-"""Verify many signatures on one message with few pairing checks, isolating the bad ones by bisection.
+"""Verify many signatures with few pairing checks, isolating the bad ones by bisection.
 
-All items sign the same 32-byte message m (a batch identifier), so the whole set is checked with one
-two-pair pairing check
+Item i signs a 32-byte message m_i (a batch identifier) with key pk_i. A set of items is checked with
+one product of pairings and a single final exponentiation,
 
-    e(sum r_i * sig_i, -G2) * e(H(m), sum r_i * pk_i) == 1
+    e(sum r_i * sig_i, -G2) * prod over groups g of e(H_g, K_g) == 1
 
-where the r_i are fresh random 64-bit weights from ``secrets``, drawn per call and never revealed.
+where the r_i are fresh random 64-bit weights from ``secrets``, drawn per call and never revealed,
+and the items are grouped by message (H_g = H(m), K_g = sum r_i * pk_i over the group) or by key
+(H_g = sum r_i * H(m_i), K_g = pk), whichever gives fewer groups: one Miller loop per group plus one.
+All items of one message (one batch) make one group, so that check has two pairs.
+
 Without weights the check only sees sum(sig_i), so two forgeries that cancel (sig_a + D and
-sig_b - D) would pass. Writing sig_i = s_i*H and pk_i = k_i*G2, the weighted check passes iff
-sum r_i*(k_i - s_i) == 0 mod q: for any set with a wrong signature that holds for at most one value
-of that item's weight, i.e. with probability <= 2**-64, so every check below means the same as
-verifying each of its items on its own (rogue keys included) up to that probability.
+sig_b - D) would pass. Writing sig_i = s_i*G1, H(m_i) = h_i*G1 and pk_i = k_i*G2, either grouping
+gives the same product e(G1, G2)^(sum r_i*(h_i*k_i - s_i)), so the check passes iff
+sum r_i*(h_i*k_i - s_i) == 0 mod q: for any set with a wrong signature that holds for at most one
+value of that item's weight, i.e. with probability <= 2**-64, so every check below means the same as
+verifying each of its items on its own (rogue keys and distinct messages included) up to that
+probability.
 
-If the set fails it is split in halves, recursively. The weights stay fixed for the whole call,
+If the set fails it is split in halves, recursively: whole groups first, then within one group. The
+weights stay fixed for the whole call, and the exponent is a sum over items whatever the grouping,
 which makes the checks consistent: when a failing set's left half passes, its right half must fail,
 so that check is skipped. A single item is checked without weight (a nonzero weight only raises
 the pairing product to a power, which cannot turn it into 1). Cost: one pairing check when all are
@@ -20,7 +27,8 @@ valid; about 2*k*log2(n/k) when k of n are invalid; at most 2n - 1 when all are.
 
 The weighted sums are multi-scalar multiplications (Pippenger's bucket method, sharing the doublings
 across points): ~1.2 ms per item (key and signature) at n = 100 in py_ecc, against ~6 ms for
-independent 64-bit multiplications. That is negligible next to a py-ecc pairing check (~270 ms) but
+independent 64-bit multiplications; G1 sums (signatures, and hashes in a group of one key) cost
+about a quarter of G2 sums. That is negligible next to a py-ecc pairing check (~270 ms) but
 not next to a pyrevm one (~3.7 ms): there, an all-valid batch of 100 takes ~125 ms against ~360 ms
 one by one, while bisecting many invalid items can cost more than checking them one by one.
 """
@@ -28,7 +36,7 @@ one by one, while bisecting many invalid items can cost more than checking them 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from py_ecc.optimized_bn128 import Z1, Z2, add, double, multiply
@@ -119,29 +127,68 @@ def _msm(
 
 
 class _Bisection:
-    def __init__(self, *, message_point: G1Point, items: Sequence[SignedItem], backend: PairingBackend):
-        self.message_point = message_point
+    def __init__(
+        self,
+        *,
+        message_points: Sequence[G1Point],
+        messages: Sequence[int],
+        items: Sequence[SignedItem],
+        backend: PairingBackend,
+    ):
+        self.message_points = message_points
+        self.messages = messages  # item index -> index into message_points
         self.items = items
         self.backend = backend
         # Drawn after the items are fixed and never exposed: the submitter cannot adapt to them.
         self.weights = [secrets.randbelow(2**WEIGHT_BITS - 1) + 1 for _ in items]
         self.signatures: list[JacobianG1] = [_g1_to_jacobian(item.signature) for item in items]
+        self.hashes: list[JacobianG1] = [_g1_to_jacobian(point) for point in message_points]
         self.keys: list[JacobianG2] = [_g2_to_jacobian(item.public_key_g2) for item in items]
         self.valid: list[int] = []
         self.invalid: list[int] = []
         self.checks = 0
 
-    def passes(self, indices: Sequence[int]) -> bool:
-        self.checks += 1
+    def groups(self, indices: Sequence[int]) -> list[list[int]]:
+        """The items of a check grouped by what its pairs share: one pair per message, or one per key.
+
+        Whichever side has fewer distinct values gives fewer Miller loops (one per group, plus one for
+        the signatures); across batches signed by the same operators that is usually the keys, whose
+        pairs also need no G2 multi-scalar multiplication.
+        """
+        by_message: dict[int, list[int]] = {}
+        by_key: dict[G2Point, list[int]] = {}
+        for i in indices:
+            by_message.setdefault(self.messages[i], []).append(i)
+            by_key.setdefault(self.items[i].public_key_g2, []).append(i)
+        return list(by_message.values()) if len(by_message) <= len(by_key) else list(by_key.values())
+
+    def pairs(self, indices: Sequence[int]) -> list[tuple[G1Point, G2Point]]:
         if len(indices) == 1:
             item = self.items[indices[0]]
-            signature, key = item.signature, item.public_key_g2
-        else:
-            weights = [self.weights[i] for i in indices]
-            signature = _g1_from_jacobian(_msm([self.signatures[i] for i in indices], weights, Z1))
-            key = _g2_from_jacobian(_msm([self.keys[i] for i in indices], weights, Z2))
+            return [
+                (item.signature, _NEG_G2_GENERATOR),
+                (self.message_points[self.messages[indices[0]]], item.public_key_g2),
+            ]
+        weights = [self.weights[i] for i in indices]
+        signature = _g1_from_jacobian(_msm([self.signatures[i] for i in indices], weights, Z1))
+        pairs = [(signature, _NEG_G2_GENERATOR)]
+        for group in self.groups(indices):
+            group_weights = [self.weights[i] for i in group]
+            if len({self.items[i].public_key_g2 for i in group}) == 1:
+                # One key: e(sum r_i H(m_i), pk), a G1 sum (cheaper than G2 and the key's pair is fixed).
+                hashes = [self.hashes[self.messages[i]] for i in group]
+                point = _g1_from_jacobian(_msm(hashes, group_weights, Z1))
+                pairs.append((point, self.items[group[0]].public_key_g2))
+            else:
+                # One message: e(H(m), sum r_i pk_i).
+                key = _g2_from_jacobian(_msm([self.keys[i] for i in group], group_weights, Z2))
+                pairs.append((self.message_points[self.messages[group[0]]], key))
+        return pairs
+
+    def passes(self, indices: Sequence[int]) -> bool:
+        self.checks += 1
         try:
-            return self.backend.pairing_check([(signature, _NEG_G2_GENERATOR), (self.message_point, key)])
+            return self.backend.pairing_check(self.pairs(indices))
         except InvalidPoint:
             # Only a key outside the G2 subgroup gets here (the precompile refuses it): bisection
             # then narrows it down to that item, which is invalid.
@@ -157,8 +204,15 @@ class _Bisection:
         if len(indices) == 1:
             self.invalid += indices
             return
-        middle = len(indices) // 2
-        left, right = indices[:middle], indices[middle:]
+        # Whole groups first (each half then costs about half the Miller loops), then within one group.
+        groups = self.groups(indices)
+        if len(groups) > 1:
+            middle = len(groups) // 2
+            left = [i for group in groups[:middle] for i in group]
+            right = [i for group in groups[middle:] for i in group]
+        else:
+            middle = len(indices) // 2
+            left, right = indices[:middle], indices[middle:]
         if self.passes(left):
             self.valid += left
             # Same weights: sum(right) = sum(all) - sum(left) != 0, so right fails unchecked.
@@ -178,8 +232,23 @@ def verify_same_message(
     (``G2Point.from_evm``/``from_hex``) and, for the aggregate to be usable on chain, registered with
     proof of possession. ``backend`` defaults to ``pairing_backend()`` (the configured one).
     """
-    message_point = hash_to_g1(message)  # also rejects anything but 32 bytes, even with no items
-    items = list(items)
+    return verify_across_messages(items_by_message={message: items}, backend=backend)
+
+
+def verify_across_messages(
+    *, items_by_message: Mapping[bytes, Sequence[SignedItem]], backend: PairingBackend | None = None
+) -> BatchVerifyResult:
+    """``verify_same_message`` for items of several messages at once: one pairing check when all are valid.
+
+    The check is one product of pairings with a single final exponentiation (see the module docstring),
+    whatever the number of messages; on failure, bisection splits whole groups of the check's pairs first.
+    Item keys must be distinct across messages. Results list keys in input order, message by message.
+    """
+    message_points = [hash_to_g1(message) for message in items_by_message]  # rejects anything but 32 bytes
+    items = [item for message_items in items_by_message.values() for item in message_items]
+    messages = [m for m, message_items in enumerate(items_by_message.values()) for _ in message_items]
+    if len({item.key for item in items}) != len(items):
+        raise ValueError("item keys must be distinct across messages")
     if not items:
         return BatchVerifyResult(valid=[], invalid=[], pairing_checks=0)
     if backend is None:
@@ -190,7 +259,12 @@ def verify_same_message(
         if not (item.signature.is_infinity() or item.public_key_g2.is_infinity())
     ]
     rejected = sorted(set(range(len(items))) - set(candidates))
-    bisection = _Bisection(message_point=message_point, items=[items[i] for i in candidates], backend=backend)
+    bisection = _Bisection(
+        message_points=message_points,
+        messages=[messages[i] for i in candidates],
+        items=[items[i] for i in candidates],
+        backend=backend,
+    )
     if candidates:
         bisection.run(list(range(len(candidates))))
     valid = sorted(candidates[i] for i in bisection.valid)
