@@ -301,3 +301,19 @@ def test_it_agrees_with_single_verification_across_messages_on_the_py_ecc_refere
     assert result.pairing_checks == 6
     forged = batches[_message(1)][0]
     assert not verify(public_key_g2=forged.public_key_g2, message=_message(1), signature=forged.signature)
+
+
+def test_it_sums_g1_points_on_integers_as_py_ecc_does() -> None:
+    from py_ecc.optimized_bn128 import Z1
+
+    from bls.batch import _g1_msm, _msm
+    from bls.points import _g1_from_jacobian, _g1_to_jacobian
+
+    points = [hash_to_g1(_message(m)) for m in range(40)]
+    # Repeats land in one bucket (an addition of equal points), and P + (-P) cancels.
+    points += [points[0], points[1], g1_neg(points[2])]
+    weights = [(m * 0x9E3779B97F4A7C15 + 1) % 2**64 for m in range(len(points))]
+    weights[-1] = weights[2]
+    expected = _g1_from_jacobian(_msm([_g1_to_jacobian(p) for p in points], weights, Z1))
+    assert _g1_msm(points, weights) == expected
+    assert _g1_msm([G1_GENERATOR, g1_neg(G1_GENERATOR)], [7, 7]) == G1_INFINITY
