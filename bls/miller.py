@@ -9,12 +9,16 @@ power of w, so 6 of its 12 coefficients are nonzero), and all the lines' denomin
 to one constant. The lines of a G2 point are computed once and cached: operator keys and -G2 are in every
 check. A product over k pairs then shares its squarings: ~64 + 90k sparse/dense FQ12 multiplications.
 
+The final exponentiation splits its exponent as usual (easy part by conjugation and Frobenius, hard part
+by 4-bit windows): ~45 ms against ~300 ms for py_ecc's plain power.
+
 ``multi_miller_loop`` returns exactly the FQ12 element that the product of py_ecc's ``miller_loop`` over
-the pairs gives (the tests compare them), so with py_ecc's ``final_exponentiate`` the answer is the same.
-Why it is the same element: the twist is a group isomorphism, py_ecc's projective double/add commute with
-it up to a projective scale factor, and a line's numerator and denominator scale by the same factor, so
-every line's value is unchanged; the Frobenius of a twisted point is the twist of (conj(x)*g2, conj(y)*g3)
-with g2 = xi^((p-1)/3), g3 = xi^((p-1)/2), xi = 9 + i = w^6.
+the pairs gives, and ``final_exponentiation`` exactly py_ecc's ``final_exponentiate`` (the tests compare
+them), so every check answers as the reference ``scheme.pairing_check`` does. The Miller loop's element
+is the same because the twist is a group isomorphism, py_ecc's projective double/add commute with it up
+to a projective scale factor, and a line's numerator and denominator scale by the same factor, so every
+line's value is unchanged; the Frobenius of a twisted point is the twist of (conj(x)*g2, conj(y)*g3) with
+g2 = xi^((p-1)/3), g3 = xi^((p-1)/2), xi = 9 + i = w^6.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from collections.abc import Sequence
 from py_ecc.fields import optimized_bn128_FQ2 as FQ2
 from py_ecc.fields import optimized_bn128_FQ12 as FQ12
 from py_ecc.optimized_bn128 import add, double, neg
-from py_ecc.optimized_bn128.optimized_pairing import final_exponentiate, pseudo_binary_encoding
+from py_ecc.optimized_bn128.optimized_pairing import pseudo_binary_encoding
 
-from .points import FIELD_MODULUS, G1Point, G2Point, JacobianG2, _g2_to_jacobian
+from .points import CURVE_ORDER, FIELD_MODULUS, G1Point, G2Point, JacobianG2, _g2_to_jacobian
 
 _P = FIELD_MODULUS
 _XI = FQ2([9, 1])
@@ -185,6 +189,34 @@ def multi_miller_loop(pairs: Sequence[tuple[G1Point, G2Point]]) -> FQ12:
     return FQ12(f)
 
 
+# f^((p^12 - 1)/r) = ((f^(p^6 - 1))^(p^2 + 1))^((p^4 - p^2 + 1)/r). The first two are cheap: f^(p^6) negates
+# the odd coefficients (w^(p^6) = -w), and f^(p^2) scales coefficient k by c^k, c = w^(p^2 - 1) =
+# xi^((p^2 - 1)/6) = 82^((p - 1)/6) (the norm of xi = 9 + i, in the base field).
+_HARD_EXPONENT = (_P**4 - _P**2 + 1) // CURVE_ORDER
+_FROBENIUS2 = [pow(pow(82, (_P - 1) // 6, _P), k, _P) for k in range(12)]
+_WINDOW = 4
+
+
+def final_exponentiation(f: FQ12) -> FQ12:
+    """py_ecc's ``final_exponentiate`` (the same element), in ~1,000 FQ12 operations instead of ~4,300."""
+    coefficients = [int(c) for c in f.coeffs]
+    conjugate = [c if k % 2 == 0 else -c % _P for k, c in enumerate(coefficients)]
+    g = _mul(conjugate, [int(c) for c in f.inv().coeffs])
+    g = _mul([c * _FROBENIUS2[k] % _P for k, c in enumerate(g)], g)
+    # Fixed 4-bit windows over the hard part's ~762-bit exponent.
+    table: list[Coefficients] = [[1] + [0] * 11, g]
+    for _ in range(2, 1 << _WINDOW):
+        table.append(_mul(table[-1], g))
+    result: Coefficients = [1] + [0] * 11
+    for shift in reversed(range(0, _HARD_EXPONENT.bit_length(), _WINDOW)):
+        for _ in range(_WINDOW):
+            result = _square(result)
+        digit = (_HARD_EXPONENT >> shift) & ((1 << _WINDOW) - 1)
+        if digit:
+            result = _mul(result, table[digit])
+    return FQ12(result)
+
+
 def pairing_check(pairs: Sequence[tuple[G1Point, G2Point]]) -> bool:
     """prod e(P_i, Q_i) == 1 with one final exponentiation; same answer as ``scheme.pairing_check``."""
-    return final_exponentiate(multi_miller_loop(pairs)) == FQ12.one()
+    return final_exponentiation(multi_miller_loop(pairs)) == FQ12.one()

@@ -1,11 +1,11 @@
-"""Miller loops on cached lines: exactly py_ecc's Miller-loop product, so the same answer as the reference."""
+"""Miller loops on cached lines and the final exponentiation: exactly py_ecc's elements, so the reference's answers."""
 
 from __future__ import annotations
 
 import pytest
 from py_ecc.fields import optimized_bn128_FQ12 as FQ12
 from py_ecc.optimized_bn128 import twist
-from py_ecc.optimized_bn128.optimized_pairing import cast_point_to_fq12, miller_loop
+from py_ecc.optimized_bn128.optimized_pairing import cast_point_to_fq12, final_exponentiate, miller_loop
 
 from bls import (
     G1_GENERATOR,
@@ -19,7 +19,7 @@ from bls import (
     keypair_from_seed,
     pairing_check,
 )
-from bls.miller import multi_miller_loop
+from bls.miller import final_exponentiation, multi_miller_loop
 from bls.miller import pairing_check as lined_pairing_check
 from bls.points import _g1_to_jacobian, _g2_to_jacobian
 
@@ -51,3 +51,11 @@ def test_it_agrees_with_the_reference_pairing_check(keys: list[KeyPair]) -> None
     assert lined_pairing_check(valid) is pairing_check(valid) is True
     assert lined_pairing_check(forged) is pairing_check(forged) is False
     assert lined_pairing_check([]) is lined_pairing_check([(G1_GENERATOR, G2_INFINITY)]) is True
+
+
+def test_it_computes_exactly_py_eccs_final_exponentiation(keys: list[KeyPair]) -> None:
+    f = multi_miller_loop(
+        [(hash_to_g1(MESSAGE), keys[0].public_key_g2), (G1_GENERATOR, keys[1].public_key_g2)]
+    )
+    assert final_exponentiation(f) == final_exponentiate(f)
+    assert final_exponentiation(FQ12.one()) == FQ12.one()
