@@ -67,8 +67,8 @@ def signatures_verify_batches(
     """``signatures_verify_batch`` for several batches, in passes of at most VERIFY_PASS_BATCHES batches: each
     pass claims every batch's chunk and verifies them all with one pairing product (one final exponentiation,
     bisection on failure), then records each batch as ``signatures_verify_batch`` does. One outcome per batch,
-    in the given order (duplicates dropped)."""
-    identifiers = list(dict.fromkeys(batch_identifiers))
+    in the given order (duplicates dropped), identifiers lowercase as stored."""
+    identifiers = list(dict.fromkeys(identifier.lower() for identifier in batch_identifiers))
     size = int(settings.VERIFY_PASS_BATCHES)
     outcomes: dict[str, VerifyOutcome] = {}
     for start in range(0, len(identifiers), size):
@@ -129,6 +129,11 @@ def _verify_pass(*, batch_identifiers: list[str], backend: PairingBackend | None
             Signature.objects.filter(id=signature_id).update(
                 status=SignatureStatus.INVALID, status_reason=reason, verified_at=now
             )
+        # A verified signature is a sign of life (only the operator's key can make one); a mere post is not.
+        # Once per operator for the pass (its verified rows all carry this time), and before the announcements,
+        # so the overview hears an operator is up before its signatures.
+        for operator_id in sorted({s.operator_id for s in claimed if s.id in valid_ids}):
+            operator_sign_of_life(operator_id=operator_id, at=now)
         by_batch: dict[str, list[Signature]] = {}
         for signature in claimed:
             by_batch.setdefault(signature.batch_identifier, []).append(signature)
@@ -152,10 +157,6 @@ def _verify_pass(*, batch_identifiers: list[str], backend: PairingBackend | None
                 valid_ids=[s.id for s in batch_claimed if s.id in valid_ids],
                 invalid_reasons=batch_invalid,
             )
-        # A verified signature is a sign of life (only the operator's key can make one); a mere post is not.
-        # Once per operator for the pass: every one of its verified rows carries the same time.
-        for operator_id in sorted({s.operator_id for s in claimed if s.id in valid_ids}):
-            operator_sign_of_life(operator_id=operator_id, at=now)
         down_ids = operators_down_ids()
         for batch_identifier in by_batch:
             batch_progress_refresh(batch_identifier=batch_identifier, down_ids=down_ids)
