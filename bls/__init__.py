@@ -15,7 +15,7 @@ from .backends import (
     available_backends,
     pairing_backend,
 )
-from .batch import BatchVerifyResult, SignedItem, verify_same_message
+from .batch import BatchVerifyResult, SignedItem, verify_across_messages, verify_same_message
 from .keys import KeyPair, generate_keypair, keypair_from_secret, keypair_from_seed
 from .points import (
     CURVE_ORDER,
@@ -80,6 +80,7 @@ __all__ = [
     "pairing_check",
     "sign",
     "verify",
+    "verify_across_messages",
     "verify_same_message",
     "verify_with_g1_binding",
 ]

@@ -295,6 +295,8 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
 # The verifier claims at most this many pending signatures of a batch at a time.
 VERIFY_CHUNK = env_int("VERIFY_CHUNK", 256, minimum=1)
+# ... and the chunks of at most this many batches in one pass, checked together with one pairing product.
+VERIFY_PASS_BATCHES = env_int("VERIFY_PASS_BATCHES", 64, minimum=1)
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", INTAKE_RATE):
     raise ImproperlyConfiguredEnv(f"INTAKE_RATE={INTAKE_RATE!r} must look like 600/min (s, m, h or d)")
 # Behind a trusted proxy, its X-Forwarded-Proto says whether the client came over https.

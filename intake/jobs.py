@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from intake.services import signatures_expire_waiting, signatures_match_waiting
-from intake.verify import batches_with_pending_signatures, signatures_verify_batch
+from intake.verify import batches_with_pending_signatures, signatures_verify_batch, signatures_verify_batches
 from progress.services import progress_refresh_pending
 
 
@@ -20,11 +20,11 @@ def intake_sweep() -> dict[str, int]:
     """Match and expire waiting signatures, verify whatever is pending, refresh pending batches' progress."""
     matched = signatures_match_waiting()
     expired = signatures_expire_waiting()
-    verified = invalid = 0
-    for identifier in sorted(set(matched) | set(batches_with_pending_signatures())):
-        outcome = signatures_verify_batch(batch_identifier=identifier)
-        verified += outcome.verified
-        invalid += outcome.invalid
+    outcomes = signatures_verify_batches(
+        batch_identifiers=sorted(set(matched) | set(batches_with_pending_signatures()))
+    )
+    verified = sum(o.verified for o in outcomes)
+    invalid = sum(o.invalid for o in outcomes)
     refreshed = progress_refresh_pending()
     return {
         "matched": len(matched),

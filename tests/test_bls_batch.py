@@ -7,6 +7,7 @@ py_ecc reference (~0.3 s a check).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -30,8 +31,10 @@ from bls import (
     keypair_from_seed,
     pairing_backend,
     verify,
+    verify_across_messages,
     verify_same_message,
 )
+from bls.points import G1Point
 from tests.test_bls import _twist_point_outside_subgroup
 
 MESSAGE = bytes.fromhex("c0ffee" * 10 + "beef")
@@ -189,3 +192,128 @@ def test_it_uses_the_configured_backend_by_default(keys: list[KeyPair], settings
     settings.BLS_PAIRING_BACKEND = "py-ecc"  # type: ignore[attr-defined]
     result = verify_same_message(message=MESSAGE, items=_items(keys[:3]))
     assert (result.valid, result.pairing_checks) == (["op-0", "op-1", "op-2"], 1)
+
+
+# --- several messages in one check -------------------------------------------------------------------
+
+
+def _message(m: int) -> bytes:
+    return m.to_bytes(32, "big")
+
+
+class CountingBackend:
+    """Records the number of pairs of every pairing check it passes on."""
+
+    def __init__(self, inner: PairingBackend):
+        self.inner = inner
+        self.name = inner.name
+        self.pairs: list[int] = []
+
+    def pairing_check(self, pairs: Sequence[tuple[G1Point, G2Point]]) -> bool:
+        self.pairs.append(len(pairs))
+        return self.inner.pairing_check(pairs)
+
+
+def _by_message(
+    keys: list[KeyPair], *, messages: int, forged: frozenset[tuple[int, int]] = frozenset()
+) -> dict[bytes, list[SignedItem]]:
+    """Every key signs every message; item (m, i) is keyed "m<m>-op<i>"; the forged ones are off by G1."""
+    batches: dict[bytes, list[SignedItem]] = {}
+    for m in range(messages):
+        batch = batches.setdefault(_message(m), [])
+        for i, key in enumerate(keys):
+            signature = key.sign(_message(m))
+            if (m, i) in forged:
+                signature = g1_add(signature, G1_GENERATOR)
+            batch.append(SignedItem(key=f"m{m}-op{i}", public_key_g2=key.public_key_g2, signature=signature))
+    return batches
+
+
+def test_it_accepts_many_all_valid_messages_with_one_pairing_check(
+    keys: list[KeyPair], fast: PairingBackend
+) -> None:
+    counting = CountingBackend(fast)
+    result = verify_across_messages(items_by_message=_by_message(keys[:4], messages=6), backend=counting)
+    assert result.valid == [f"m{m}-op{i}" for m in range(6) for i in range(4)]
+    assert (result.invalid, result.pairing_checks) == ([], 1)
+    # Four keys over six messages: grouped by key, one pair per key plus the signatures' pair.
+    assert counting.pairs == [4 + 1]
+
+
+def test_it_groups_by_message_when_messages_are_fewer(keys: list[KeyPair], fast: PairingBackend) -> None:
+    counting = CountingBackend(fast)
+    result = verify_across_messages(items_by_message=_by_message(keys[:5], messages=2), backend=counting)
+    assert (len(result.valid), result.invalid, result.pairing_checks) == (10, [], 1)
+    assert counting.pairs == [2 + 1]
+
+
+def test_it_isolates_one_forgery_among_several_messages(keys: list[KeyPair], fast: PairingBackend) -> None:
+    result = verify_across_messages(
+        items_by_message=_by_message(keys[:4], messages=8, forged=frozenset({(5, 2)})), backend=fast
+    )
+    assert result.invalid == ["m5-op2"]
+    assert len(result.valid) == 31
+    # Groups are halved first (4 keys: 2 levels), then the one key's 8 items (3 levels): 2 checks a level.
+    assert result.pairing_checks <= 2 * (2 + 3) + 1
+
+
+def test_it_catches_two_forgeries_of_different_messages_that_cancel_in_the_plain_sum(
+    keys: list[KeyPair], fast: PairingBackend
+) -> None:
+    batches = _by_message(keys[:3], messages=3)
+    delta = g1_mul(G1_GENERATOR, 987654321)
+    a, b = batches[_message(0)][1], batches[_message(2)][1]
+    batches[_message(0)][1] = SignedItem(
+        key=a.key, public_key_g2=a.public_key_g2, signature=g1_add(a.signature, delta)
+    )
+    batches[_message(2)][1] = SignedItem(
+        key=b.key, public_key_g2=b.public_key_g2, signature=g1_add(b.signature, g1_neg(delta))
+    )
+    everything = [item for items in batches.values() for item in items]
+    plain = [(aggregate_g1(i.signature for i in everything), NEG_G2)] + [
+        (hash_to_g1(message), aggregate_g2(i.public_key_g2 for i in items))
+        for message, items in batches.items()
+    ]
+    assert fast.pairing_check(plain), "the unweighted check is fooled"
+
+    result = verify_across_messages(items_by_message=batches, backend=fast)
+    assert result.invalid == ["m0-op1", "m2-op1"]
+    assert len(result.valid) == 7
+
+
+def test_it_rejects_keys_repeated_across_messages(keys: list[KeyPair], fast: PairingBackend) -> None:
+    item = _items(keys[:1])[0]
+    with pytest.raises(ValueError, match="distinct"):
+        verify_across_messages(items_by_message={_message(0): [item], _message(1): [item]}, backend=fast)
+
+
+def test_it_agrees_with_single_verification_across_messages_on_the_py_ecc_reference(
+    keys: list[KeyPair],
+) -> None:
+    counting = CountingBackend(PyEccBackend())
+    batches = _by_message(keys[:2], messages=3, forged=frozenset({(1, 0)}))
+    result = verify_across_messages(items_by_message=batches, backend=counting)
+    assert result.invalid == ["m1-op0"]
+    assert result.valid == ["m0-op0", "m0-op1", "m1-op1", "m2-op0", "m2-op1"]
+    # Top (a pair per key plus one) fails; key 0's half fails; within it [m0] passes, so [m1, m2]
+    # fails unchecked; [m1] fails, [m2] passes; then key 1's half is checked and passes.
+    assert counting.pairs == [3, 2, 2, 2, 2, 2]
+    assert result.pairing_checks == 6
+    forged = batches[_message(1)][0]
+    assert not verify(public_key_g2=forged.public_key_g2, message=_message(1), signature=forged.signature)
+
+
+def test_it_sums_g1_points_on_integers_as_py_ecc_does() -> None:
+    from py_ecc.optimized_bn128 import Z1
+
+    from bls.batch import _g1_msm, _msm
+    from bls.points import _g1_from_jacobian, _g1_to_jacobian
+
+    points = [hash_to_g1(_message(m)) for m in range(40)]
+    # Repeats land in one bucket (an addition of equal points), and P + (-P) cancels.
+    points += [points[0], points[1], g1_neg(points[2])]
+    weights = [(m * 0x9E3779B97F4A7C15 + 1) % 2**64 for m in range(len(points))]
+    weights[-1] = weights[2]
+    expected = _g1_from_jacobian(_msm([_g1_to_jacobian(p) for p in points], weights, Z1))
+    assert _g1_msm(points, weights) == expected
+    assert _g1_msm([G1_GENERATOR, g1_neg(G1_GENERATOR)], [7, 7]) == G1_INFINITY

@@ -1,4 +1,5 @@
-"""Micro-batch verification per batch: one aggregated check, bisection to the bad ones, chain agrees."""
+"""Micro-batch verification per batch and across batches: one aggregated check, bisection to the bad ones, chain
+agrees."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import json
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from bls import G1Point, keypair_from_secret
+from bls import G1_GENERATOR, G1Point, g1_add, g1_mul, g1_neg, keypair_from_secret
 from devnet import contracts
 from devnet.nonsigners import respond_with_signatures
 from intake.models import Signature, SignatureStatus
-from intake.verify import signatures_verify_batch
+from intake.verify import signatures_verify_batch, signatures_verify_batches
 from liveness.models import OperatorLiveness
+from progress.models import BatchProgress
+from recovery.models import RecoveryKind, RecoveryTask
 from tests.chain_fixtures import net_deploy, signed_response
 
 
@@ -143,3 +148,104 @@ def test_it_counts_only_a_verified_signature_as_a_sign_of_life(client, anvil):
     good = client.get(f"/api/v1/operators/{honest}/").json()
     assert good["signatures"]["verified"] == 1
     assert good["liveness"]["state"] == "up", "a verified signature is"
+
+
+# --- one pass over several batches -----------------------------------------------------------------
+
+
+def several_batches(client, anvil, *, operators: int, batches: int, forged=frozenset()) -> list[str]:
+    """``batches`` ingested tasks, each signed by every operator; (batch, operator) in ``forged`` by a wrong key."""
+    net = net_deploy(anvil, operators=operators)
+    roots = [net.create_task(seed=40 + b) for b in range(batches)]
+    net.ingester().sync_once()
+    identifiers = []
+    for b, root in enumerate(roots):
+        for i in range(operators):
+            body = signed_response(net, root=root, operator=i, wrong_key=(b, i) in forged)
+            submit(client, body)
+        identifiers.append(body["batchIdentifierHash"])
+    return identifiers
+
+
+def statuses(identifier: str) -> list[str]:
+    return list(
+        Signature.objects.filter(batch_identifier=identifier).order_by("id").values_list("status", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_it_verifies_many_batches_with_one_pairing_check(client, anvil, settings):
+    settings.BLS_PAIRING_BACKEND = "py-ecc"
+    identifiers = several_batches(client, anvil, operators=3, batches=4)
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = signatures_verify_batches(batch_identifiers=identifiers)
+
+    assert [(o.batch_identifier, o.verified, o.invalid) for o in outcomes] == [(i, 3, 0) for i in identifiers]
+    assert {o.pairing_checks for o in outcomes} == {1}, "one pairing check for the whole pass"
+    assert Signature.objects.filter(status=SignatureStatus.VERIFIED).count() == 12
+    assert set(BatchProgress.objects.values_list("batch__identifier", flat=True)) == set(identifiers)
+    assert RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).count() == 12
+    claims = [q["sql"] for q in queries.captured_queries if "FOR UPDATE SKIP LOCKED" in q["sql"]]
+    assert len(claims) == 1, "every batch's chunk is claimed in one query"
+    # The pass: claim, keys, one status update, down operators (+ savepoint). Per batch: conflicts and
+    # progress (13 the first time). Per operator: a first sign of life (9). Per verified signature: its
+    # forward request (2; the forwarding's own batching is another change). Nothing else per signature.
+    assert len(queries) <= 6 + 13 * len(identifiers) + 9 * 3 + 2 * 12, len(queries)
+
+
+@pytest.mark.django_db
+def test_it_marks_only_the_forged_signature_of_several_batches_invalid(client, anvil, settings):
+    settings.BLS_PAIRING_BACKEND = "py-ecc"
+    identifiers = several_batches(client, anvil, operators=3, batches=3, forged=frozenset({(1, 2)}))
+
+    outcomes = signatures_verify_batches(batch_identifiers=identifiers)
+
+    assert [(o.verified, o.invalid) for o in outcomes] == [(3, 0), (2, 1), (3, 0)]
+    assert statuses(identifiers[1]) == ["verified", "verified", "invalid"]
+    assert statuses(identifiers[0]) == statuses(identifiers[2]) == ["verified"] * 3
+    # Top check, grouped by key: [key 0] passes, so [keys 1, 2] fails unchecked; [key 1] passes, so [key 2]
+    # fails unchecked; within it [b0] passes, so [b1, b2] fails unchecked; [b1] fails; [b2] passes.
+    assert outcomes[0].pairing_checks == 6
+
+
+@pytest.mark.django_db
+def test_it_catches_forgeries_of_two_batches_that_cancel_in_the_plain_sum(client, anvil):
+    net = net_deploy(anvil, operators=2)
+    roots = [net.create_task(seed=50), net.create_task(seed=51)]
+    net.ingester().sync_once()
+    delta = g1_mul(G1_GENERATOR, 424242)
+    forged_ids = []
+    for b, root in enumerate(roots):
+        for i in range(2):
+            body = signed_response(net, root=root, operator=i)
+            if i == 1:
+                shift = delta if b == 0 else g1_neg(delta)
+                body["blsSignature"] = g1_add(G1Point.from_hex(body["blsSignature"]), shift).to_hex()
+                forged_ids.append(submit(client, body))
+            else:
+                submit(client, body)
+    identifiers = sorted(set(Signature.objects.values_list("batch_identifier", flat=True)))
+
+    outcomes = signatures_verify_batches(batch_identifiers=identifiers)
+
+    assert [(o.verified, o.invalid) for o in outcomes] == [(1, 1), (1, 1)]
+    assert set(Signature.objects.filter(status=SignatureStatus.INVALID).values_list("id", flat=True)) == set(
+        forged_ids
+    )
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_per_batch_chunk_and_the_pass_bound(client, anvil, settings):
+    settings.VERIFY_CHUNK = 2
+    settings.VERIFY_PASS_BATCHES = 2
+    identifiers = several_batches(client, anvil, operators=3, batches=3)
+
+    outcomes = signatures_verify_batches(batch_identifiers=identifiers)
+
+    assert [o.verified for o in outcomes] == [2, 2, 2], "at most VERIFY_CHUNK of each batch, oldest first"
+    assert [statuses(i) for i in identifiers] == [["verified", "verified", "pending"]] * 3
+    # Two passes (two batches, then one), one pairing check each.
+    assert [o.pairing_checks for o in outcomes] == [1, 1, 1]
+    again = signatures_verify_batches(batch_identifiers=identifiers)
+    assert [o.verified for o in again] == [1, 1, 1]

@@ -1,4 +1,4 @@
-"""``python manage.py verifier [--once]`` — verify signatures per batch as they arrive; keep progress fresh.
+"""``python manage.py verifier [--once]`` — verify signatures as they arrive; keep progress fresh.
 
 Woken by Postgres NOTIFY from the intake (sent on commit), so a signature is verified within milliseconds;
 a periodic sweep also matches and expires waiting signatures, picks up anything missed (a notification sent
@@ -19,18 +19,18 @@ from controlplane.locks import PgListener
 from controlplane.loops import Loop, loop_run
 from intake.jobs import intake_sweep
 from intake.services import NOTIFY_CHANNEL
-from intake.verify import signatures_verify_batch
+from intake.verify import signatures_verify_batches
 
 logger = logging.getLogger("intake")
 
-# After the first notification, gather others this long so a burst for one batch becomes one micro-batch.
+# After the first notification, gather others this long so a burst becomes one pass (over its batches).
 GATHER_SECONDS = 0.02
 # The longest a step waits for notifications, so a stop request is seen promptly.
 MAX_WAIT_SECONDS = 0.5
 
 
 class Command(BaseCommand):
-    help = "Verify pending signatures in micro-batches per batch and keep quorum progress fresh."
+    help = "Verify pending signatures in passes over the batches notified and keep quorum progress fresh."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="one sweep, then exit")
@@ -52,8 +52,10 @@ class Command(BaseCommand):
                     logger.info("verifier sweep: %s", counts)
                 next_sweep = time.monotonic() + interval
             wait = max(0.01, min(MAX_WAIT_SECONDS, next_sweep - time.monotonic()))
-            for identifier in sorted(listener.wait(timeout=wait, gather=GATHER_SECONDS)):
-                signatures_verify_batch(batch_identifier=identifier)
+            notified = listener.wait(timeout=wait, gather=GATHER_SECONDS)
+            if notified:
+                # Every batch heard of since the last step, in passes of one pairing product each.
+                signatures_verify_batches(batch_identifiers=sorted(notified))
 
         try:
             # No lock: replicas share the work. The step waits for notifications itself, so no interval.
