@@ -56,8 +56,10 @@ class AdaptiveRange:
     def at_minimum(self) -> bool:
         return self.size <= self.minimum
 
-    def success(self, *, span: int | None = None, logs: int | None = None) -> None:
-        """A range of ``span`` blocks (default: ``size``) came back holding ``logs`` logs."""
+    def success(self, *, span: int | None = None, logs: int | None = None, spread: int | None = None) -> None:
+        """A range of ``span`` blocks (default: ``size``) came back holding ``logs`` logs, spread over its last
+        ``spread`` blocks (from the first log on: where a contract starts emitting mid-range, the density is
+        that of the blocks after, not of the whole range)."""
         used = self.size if span is None else span
         # Grow from what the provider just accepted, not from a limit a run of short ranges never tried.
         grown = min(self.maximum, max(used + 1, math.floor(used * self.grow_factor)))
@@ -65,7 +67,7 @@ class AdaptiveRange:
         if self.target_logs is None or logs is None:
             self.size = self.limit
             return
-        wanted = used * self.target_logs // max(logs, 1)
+        wanted = (spread or used) * self.target_logs // max(logs, 1)
         self.size = max(self.minimum, min(self.limit, wanted, math.floor(used * self.max_growth)))
 
     def failure(self) -> None:
@@ -119,7 +121,9 @@ def fetch_logs(
                 "eth_getLogs %d-%d refused (%s); range shrinks to %d", start, end, exc.describe(), window.size
             )
             continue
-        window.success(span=end - start + 1, logs=len(logs))
+        window.success(
+            span=end - start + 1, logs=len(logs), spread=end - logs[0].block_number + 1 if logs else None
+        )
         if on_chunk is not None:
             on_chunk(start, end, logs)
         yield start, end, logs

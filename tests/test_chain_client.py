@@ -241,6 +241,8 @@ def test_it_sizes_the_span_by_log_density_within_the_refusal_limit() -> None:
     assert (window.size, window.limit) == (4, 4)
     window.success(span=4, logs=0)
     assert window.size == 5  # the limit grows slowly from what was accepted, however empty the range
+    window.success(span=5, logs=100, spread=1)
+    assert window.size == 1  # the logs all came in the last block: that block's density counts
     plain = AdaptiveRange(initial=1000)
     plain.success(span=1000, logs=10_000)
     assert plain.size == 1250  # without a target, the span ignores the logs as before
