@@ -36,6 +36,8 @@ SUBCHUNK_LOGS = 2000
 
 def split_logs(*, lo: int, hi: int, logs: list[RawLog], max_logs: int) -> list[tuple[int, int, list[RawLog]]]:
     """Cut [lo, hi] into contiguous ranges holding at most ``max_logs`` logs each, never splitting a block."""
+    if len(logs) <= max_logs:
+        return [(lo, hi, logs)]
     parts: list[tuple[int, int, list[RawLog]]] = []
     start, current = lo, []
     for i, log in enumerate(logs):
