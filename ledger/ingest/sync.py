@@ -8,6 +8,11 @@ hash), and the first block of the next chunk must have the cursor's hash as pare
 every log's block hash must match the canonical header at its height. On a mismatch the ingester walks back over
 the blocks it kept to the newest one still canonical, marks everything above it removed, rebuilds what those rows
 touched, and moves the cursor there. A fork below every kept block is a deep reorg: recorded, logged, raised.
+
+Backfill speed: the next range (its eth_getLogs, headers and decoding) is fetched on one worker thread while the
+current one is written, and each range's span follows the log density so that it holds about ``range_logs``
+logs (fetch and write then take about as long as each other). A range fetched during an earlier write is checked
+again before it is written: if its last block's hash changed, a reorg came in between and the range is dropped.
 """
 
 from __future__ import annotations
