@@ -24,7 +24,7 @@ from tests.chain_fixtures import Net, net_deploy, replacement_task
 
 
 def prefetch_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("ingest-prefetch")]
+    return [t.name for t in threading.enumerate() if t.name.startswith(("ingest-prefetch", "ingest-decode"))]
 
 
 class ReorgAfterFetch(ChainClient):

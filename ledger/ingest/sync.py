@@ -9,10 +9,10 @@ every log's block hash must match the canonical header at its height. On a misma
 the blocks it kept to the newest one still canonical, marks everything above it removed, rebuilds what those rows
 touched, and moves the cursor there. A fork below every kept block is a deep reorg: recorded, logged, raised.
 
-Backfill speed: the next range (its eth_getLogs, headers and decoding) is fetched on one worker thread while the
-current one is written, and each range's span follows the log density so that it holds about ``range_logs``
-logs (fetch and write then take about as long as each other). A range fetched during an earlier write is checked
-again before it is written: if its last block's hash changed, a reorg came in between and the range is dropped.
+Backfill speed: the next range (its eth_getLogs and headers) is fetched on one worker thread and decoded on
+another while the current one is written, and each range's span follows the log density so that it holds about
+``range_logs`` logs (fetching and writing one then take about as long). A range fetched during an earlier write is
+checked again before it is written: if its last block's hash changed, a reorg came in between and it is dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -73,12 +73,12 @@ class PrefetchStopped(Exception):
 
 @dataclass(frozen=True)
 class FetchedRange:
-    """One eth_getLogs range, fetched ahead: its headers, and its logs cut into decoded sub-chunks."""
+    """One eth_getLogs range, fetched ahead: its headers, and its logs cut into sub-chunks being decoded."""
 
     lo: int
     hi: int
     headers: dict[int, BlockHeader]
-    parts: list[tuple[int, int, list[RawLog], PreparedChunk]]
+    parts: list[tuple[int, int, list[RawLog], Future[PreparedChunk]]]
     near_head: bool
     # Fetched while an earlier range was being written, so possibly older than that write.
     overlapped: bool
@@ -226,11 +226,13 @@ class Ingester:
     def _prefetching(
         self, *, spec: ContractSpec, start: int, target: int, head: int
     ) -> Iterator[Iterator[FetchedRange]]:
-        """The ranges from ``start`` to ``target``, each fetched (logs, headers, decoding) on one worker thread
-        while the caller writes the one before; the thread is gone when the block exits, however it exits.
+        """The ranges from ``start`` to ``target``, each fetched (logs, headers) on one worker thread while the
+        caller writes the one before, and decoded on another as soon as it is fetched: fetching (waiting for the
+        node), decoding (Python) and writing (waiting for Postgres) overlap. The threads are gone when the block
+        exits, however it exits.
 
-        The worker never touches the database. Its errors (RPC errors, a ChunkRaced) surface from the iterator
-        in the caller's thread, where the range would have been fetched without a worker.
+        The workers never touch the database. Their errors (RPC errors, a ChunkRaced) surface in the caller's
+        thread, where the range would have been fetched without them.
         """
         client = self._prefetch_client()
         walk = fetch_logs(
@@ -243,12 +245,18 @@ class Ingester:
         )
         self._prefetch_stop.clear()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prefetch")
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode")
+
+        def fetch(*, overlapped: bool) -> Future[FetchedRange | None]:
+            return pool.submit(
+                self._fetch_range, client=client, walk=walk, head=head, decoder=decoder, overlapped=overlapped
+            )
 
         def ranges() -> Iterator[FetchedRange]:
-            future = pool.submit(self._fetch_range, client=client, walk=walk, head=head, overlapped=False)
+            future = fetch(overlapped=False)
             while (fetched := future.result()) is not None:
-                # The next range's eth_getLogs runs while this one is written.
-                future = pool.submit(self._fetch_range, client=client, walk=walk, head=head, overlapped=True)
+                # The next range's eth_getLogs runs while this one is decoded and written.
+                future = fetch(overlapped=True)
                 yield fetched
 
         try:
@@ -257,6 +265,7 @@ class Ingester:
             # Abandon a fetch under way (its retries stop sleeping), wait for the thread, then close the walk.
             self._prefetch_stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            decoder.shutdown(wait=True, cancel_futures=True)
             walk.close()
 
     def _prefetch_client(self) -> ChainClient:
@@ -275,9 +284,11 @@ class Ingester:
         client: ChainClient,
         walk: Iterator[tuple[int, int, list[RawLog]]],
         head: int,
+        decoder: ThreadPoolExecutor,
         overlapped: bool,
     ) -> FetchedRange | None:
-        """Fetch the walk's next range and everything about it that needs no database (runs on the worker)."""
+        """Fetch the walk's next range and its headers, and hand its sub-chunks to the decoder (runs on the
+        fetching worker)."""
         item = next(walk, None)
         if item is None:
             return None
@@ -300,7 +311,7 @@ class Ingester:
             hi=hi,
             headers=headers,
             parts=[
-                (part_lo, part_hi, part_logs, chunk_prepare(part_logs))
+                (part_lo, part_hi, part_logs, decoder.submit(chunk_prepare, part_logs))
                 for part_lo, part_hi, part_logs in parts
             ],
             near_head=near_head,
@@ -326,7 +337,8 @@ class Ingester:
             canonical = self.client.get_block(hi)
             if canonical is None or canonical.hash != headers[hi].hash:
                 raise ChunkRaced(f"blocks {lo}-{hi} left the canonical chain after they were fetched")
-        for part_lo, part_hi, part_logs, chunk in fetched.parts:
+        for part_lo, part_hi, part_logs, prepared in fetched.parts:
+            chunk = prepared.result()
             end_hash = headers[part_hi].hash
             with transaction.atomic():
                 # Conditional move: only from where we read the cursor, so two ingesters never both advance it.
