@@ -265,6 +265,17 @@ class ChainClient:
         self._session.mount("https://", adapter)
         self._session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
 
+    def clone(self, *, sleep: Callable[[float], None] | None = None) -> ChainClient:
+        """A client for the same node with the same retry policy and its own session: for another thread."""
+        return ChainClient(
+            self.url,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            sleep=sleep or self._sleep,
+        )
+
     def close(self) -> None:
         self._session.close()
 

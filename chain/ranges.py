@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 from chain.client import ChainClient, NodeUnavailable, RawLog, RpcError
 
@@ -16,6 +16,12 @@ class AdaptiveRange:
 
     Growing by a factor (not +1) lets a window that shrank to 10 recover to thousands in a few dozen
     requests; the slow factor keeps it from bouncing straight back into the provider's limit.
+
+    With ``target_logs``, the span also follows the log density: each range asks for about that many logs,
+    judged from the last range (a dense stretch gets short ranges, an empty one long ones). The AIMD size is
+    then the ``limit`` the span never exceeds, so a provider's refusals still bound it. Such a window starts
+    at ``minimum`` blocks and at most quadruples per range ("slow start"): the density is unknown until a
+    range was seen, and a first range too big would be one long fetch that nothing can overlap.
     """
 
     def __init__(
@@ -26,29 +32,53 @@ class AdaptiveRange:
         maximum: int = 100_000,
         grow_factor: float = 1.25,
         shrink_factor: float = 0.5,
+        target_logs: int | None = None,
+        max_growth: float = 4.0,
     ) -> None:
         if minimum < 1 or maximum < minimum:
             raise ValueError(f"need 1 <= minimum <= maximum, got {minimum}, {maximum}")
         if grow_factor <= 1.0 or not 0.0 < shrink_factor < 1.0:
             raise ValueError("need grow_factor > 1 and 0 < shrink_factor < 1")
+        if target_logs is not None and target_logs < 1:
+            raise ValueError(f"need target_logs >= 1, got {target_logs}")
+        if max_growth <= 1.0:
+            raise ValueError("need max_growth > 1")
         self.minimum = minimum
         self.maximum = maximum
         self.grow_factor = grow_factor
         self.shrink_factor = shrink_factor
-        self.size = min(maximum, max(minimum, initial))
+        self.target_logs = target_logs
+        self.max_growth = max_growth
+        self.limit = min(maximum, max(minimum, initial))
+        self.size = self.limit if target_logs is None else minimum
 
     @property
     def at_minimum(self) -> bool:
         return self.size <= self.minimum
 
-    def success(self) -> None:
-        self.size = min(self.maximum, max(self.size + 1, math.floor(self.size * self.grow_factor)))
+    def success(self, *, span: int | None = None, logs: int | None = None, spread: int | None = None) -> None:
+        """A range of ``span`` blocks (default: ``size``) came back holding ``logs`` logs, spread over its last
+        ``spread`` blocks (from the first log on: where a contract starts emitting mid-range, the density is
+        that of the blocks after, not of the whole range)."""
+        used = self.size if span is None else span
+        # Grow from what the provider just accepted, not from a limit a run of short ranges never tried.
+        grown = min(self.maximum, max(used + 1, math.floor(used * self.grow_factor)))
+        self.limit = max(self.limit, grown)
+        if self.target_logs is None or logs is None:
+            self.size = self.limit
+            return
+        wanted = (spread or used) * self.target_logs // max(logs, 1)
+        self.size = max(self.minimum, min(self.limit, wanted, math.floor(used * self.max_growth)))
 
     def failure(self) -> None:
         self.size = max(self.minimum, min(self.size - 1, math.floor(self.size * self.shrink_factor)))
+        self.limit = self.size
 
     def __repr__(self) -> str:
-        return f"AdaptiveRange(size={self.size}, minimum={self.minimum}, maximum={self.maximum})"
+        return (
+            f"AdaptiveRange(size={self.size}, limit={self.limit}, minimum={self.minimum}, "
+            f"maximum={self.maximum}, target_logs={self.target_logs})"
+        )
 
 
 def fetch_logs(
@@ -60,7 +90,7 @@ def fetch_logs(
     to_block: int,
     window: AdaptiveRange,
     on_chunk: Callable[[int, int, list[RawLog]], None] | None = None,
-) -> Iterator[tuple[int, int, list[RawLog]]]:
+) -> Generator[tuple[int, int, list[RawLog]], None, None]:
     """Yield ``(chunk_from, chunk_to, logs)`` covering [from_block, to_block] in order, without gaps.
 
     A chunk the provider refuses (``RangeTooLarge``, or any other ``RpcError`` left after the client's own
@@ -91,7 +121,9 @@ def fetch_logs(
                 "eth_getLogs %d-%d refused (%s); range shrinks to %d", start, end, exc.describe(), window.size
             )
             continue
-        window.success()
+        window.success(
+            span=end - start + 1, logs=len(logs), spread=end - logs[0].block_number + 1 if logs else None
+        )
         if on_chunk is not None:
             on_chunk(start, end, logs)
         yield start, end, logs

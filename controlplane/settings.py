@@ -267,6 +267,7 @@ INGEST_BLOCKS_KEPT = env_int("INGEST_BLOCKS_KEPT", 1024, minimum=16)
 INGEST_POLL_INTERVAL = env_float("INGEST_POLL_INTERVAL", 1.0, minimum=0.05)
 INGEST_INITIAL_RANGE = env_int("INGEST_INITIAL_RANGE", 2000, minimum=1)
 INGEST_MAX_RANGE = env_int("INGEST_MAX_RANGE", 50_000, minimum=1)
+INGEST_RANGE_LOGS = env_int("INGEST_RANGE_LOGS", 2000, minimum=1)
 
 # Operator liveness: probing each registered operator's node API (GET /eigen/node/health) at its socket.
 LIVENESS_PROBE_INTERVAL = env_float("LIVENESS_PROBE_INTERVAL", 10.0, minimum=0.1)

@@ -118,6 +118,25 @@ def signed_response(net: Net, *, root: bytes, operator: int, wrong_key: bool = F
     }
 
 
+def replacement_task(net: Net, *, seed: int) -> tuple[str, bytes]:
+    """A signed createNewTask for another root, reusing the batcher's last nonce (so it replaces the orphan)."""
+    account = net.account("batcher")
+    root = make_batch(rng=random.Random(seed), proofs=1).merkle_root
+    service_manager = contracts.service_manager_contract(net.w3, net.service_manager)
+    params: Any = {
+        "from": account.address,
+        "nonce": net.w3.eth.get_transaction_count(account.address) - 1,
+        "gas": 300_000,
+        "maxFeePerGas": 10**11,
+        "maxPriorityFeePerGas": 10**9,
+        "chainId": 31337,
+    }
+    tx: Any = service_manager.functions.createNewTask(
+        root, "http://127.0.0.1:1/other.json", 1
+    ).build_transaction(params)
+    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex(), root
+
+
 def net_deploy(anvil: Anvil, *, operators: int = 3, seed: str = "ingest") -> Net:
     state: dict[str, Any] = {"version": 1, "components": {}}
     network_deploy(

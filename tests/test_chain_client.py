@@ -224,6 +224,30 @@ def test_it_shrinks_the_range_and_returns_exactly_the_logs_of_small_ranges(anvil
     assert all("refused" in line and "range shrinks to" in line for line in refusals)
 
 
+def test_it_sizes_the_span_by_log_density_within_the_refusal_limit() -> None:
+    window = AdaptiveRange(initial=1000, maximum=5000, target_logs=100)
+    assert window.size == 1  # density unknown: start small
+    window.success(span=1, logs=0)
+    assert window.size == 4  # at most four times the last span
+    window.success(span=4, logs=0)
+    assert window.size == 16
+    window.success(span=16, logs=800)
+    assert window.size == 2  # 50 logs a block: two blocks hold the target
+    window.success(span=2, logs=100)
+    assert window.size == 2
+    window.success(span=2, logs=0)
+    assert window.size == 8
+    window.failure()  # the provider refused 8 blocks: never ask for more than half of that again, for now
+    assert (window.size, window.limit) == (4, 4)
+    window.success(span=4, logs=0)
+    assert window.size == 5  # the limit grows slowly from what was accepted, however empty the range
+    window.success(span=5, logs=100, spread=1)
+    assert window.size == 1  # the logs all came in the last block: that block's density counts
+    plain = AdaptiveRange(initial=1000)
+    plain.success(span=1000, logs=10_000)
+    assert plain.size == 1250  # without a target, the span ignores the logs as before
+
+
 def test_it_reraises_a_refusal_that_persists_at_the_minimum_window(anvil):
     anvil.rpc("anvil_mine", [hex(10)])
     window = AdaptiveRange(initial=8, minimum=2)

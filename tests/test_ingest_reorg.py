@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import random
-from typing import Any
-
 import pytest
 
-from devnet import contracts
-from devnet.batches import make_batch
 from ledger.ingest.sync import DeepReorgError
 from ledger.models import Batch, BatchStatus, ChainEvent, IngestCursor, IngestIncident, IngestIncidentKind
-from tests.chain_fixtures import Net, net_deploy
-
-
-def replacement_task(net: Net, *, seed: int) -> tuple[str, bytes]:
-    """A signed createNewTask for another root, reusing the batcher's last nonce (so it replaces the orphan)."""
-    account = net.account("batcher")
-    root = make_batch(rng=random.Random(seed), proofs=1).merkle_root
-    service_manager = contracts.service_manager_contract(net.w3, net.service_manager)
-    params: Any = {
-        "from": account.address,
-        "nonce": net.w3.eth.get_transaction_count(account.address) - 1,
-        "gas": 300_000,
-        "maxFeePerGas": 10**11,
-        "maxPriorityFeePerGas": 10**9,
-        "chainId": 31337,
-    }
-    tx: Any = service_manager.functions.createNewTask(
-        root, "http://127.0.0.1:1/other.json", 1
-    ).build_transaction(params)
-    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex(), root
+from tests.chain_fixtures import Net, net_deploy, replacement_task
 
 
 def head_hash(net: Net) -> str:

@@ -210,8 +210,8 @@ def events_insert(
     if not rows:
         return InsertResult(other_ids={}, new_batch_events=0, batches_upserted=0)
     with connection.cursor() as cursor:
-        cursor.execute(_STAGE_TABLE)
-        cursor.execute("TRUNCATE ingest_stage_events")
+        # One round trip for both: the ingester writes while its next range is fetched, so each one shows.
+        cursor.execute(_STAGE_TABLE + "; TRUNCATE ingest_stage_events")
         with cursor.copy(f"COPY ingest_stage_events ({_STAGE_COLUMNS}) FROM STDIN") as copy:
             for row in staged if staged is not None else stage_rows(rows):
                 copy.write_row(row)

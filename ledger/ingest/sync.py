@@ -8,31 +8,41 @@ hash), and the first block of the next chunk must have the cursor's hash as pare
 every log's block hash must match the canonical header at its height. On a mismatch the ingester walks back over
 the blocks it kept to the newest one still canonical, marks everything above it removed, rebuilds what those rows
 touched, and moves the cursor there. A fork below every kept block is a deep reorg: recorded, logged, raised.
+
+Backfill speed: the next range (its eth_getLogs and headers) is fetched on one worker thread and decoded on
+another while the current one is written, and each range's span follows the log density so that it holds about
+``range_logs`` logs (fetching and writing one then take about as long). A range fetched during an earlier write is
+checked again before it is written: if its last block's hash changed, a reorg came in between and it is dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import transaction
 
 from chain import AdaptiveRange, BlockHeader, ChainClient, RawLog, fetch_logs
 from chain.abi import REGISTRY_EVENTS, SERVICE_MANAGER_EVENTS, TOPICS
-from ledger.ingest.ledger import chunk_prepare, ledger_apply_rows, ledger_rollback
+from ledger.ingest.ledger import PreparedChunk, chunk_prepare, ledger_apply_rows, ledger_rollback
 from ledger.models import Block, IngestCursor, IngestIncident, IngestIncidentKind
 
 logger = logging.getLogger("ledger.ingest")
 
 ZERO_HASH = "0x" + "00" * 32
-# Logs per committed sub-chunk: small enough to pipeline decoding with writing, large enough to amortise a commit.
+# Logs per committed sub-chunk, for a range that came back fuller than its target (the first ones, a dense
+# stretch): a transaction's size stays bounded, and its commit is still amortised.
 SUBCHUNK_LOGS = 2000
 
 
 def split_logs(*, lo: int, hi: int, logs: list[RawLog], max_logs: int) -> list[tuple[int, int, list[RawLog]]]:
     """Cut [lo, hi] into contiguous ranges holding at most ``max_logs`` logs each, never splitting a block."""
+    if len(logs) <= max_logs:
+        return [(lo, hi, logs)]
     parts: list[tuple[int, int, list[RawLog]]] = []
     start, current = lo, []
     for i, log in enumerate(logs):
@@ -57,6 +67,23 @@ class ChunkRaced(RuntimeError):
     """The chain moved under a chunk (a log's block is no longer canonical): refetch it."""
 
 
+class PrefetchStopped(Exception):
+    """The fetch ahead was abandoned (the ingester left the walk): raised on the worker, never surfaces."""
+
+
+@dataclass(frozen=True)
+class FetchedRange:
+    """One eth_getLogs range, fetched ahead: its headers, and its logs cut into sub-chunks being decoded."""
+
+    lo: int
+    hi: int
+    headers: dict[int, BlockHeader]
+    parts: list[tuple[int, int, list[RawLog], Future[PreparedChunk]]]
+    near_head: bool
+    # Fetched while an earlier range was being written, so possibly older than that write.
+    overlapped: bool
+
+
 @dataclass(frozen=True)
 class ContractSpec:
     address: str
@@ -77,6 +104,8 @@ class IngestConfig:
     blocks_kept: int = 1024
     initial_range: int = 2000
     max_range: int = 50_000
+    # Logs per eth_getLogs range: the span follows the density so that each range holds about this many.
+    range_logs: int = 2000
 
 
 @dataclass
@@ -98,10 +127,14 @@ class Ingester:
         self.client = client
         self.config = config
         self.windows = {
-            c.address: AdaptiveRange(initial=config.initial_range, maximum=config.max_range)
+            c.address: AdaptiveRange(
+                initial=config.initial_range, maximum=config.max_range, target_logs=config.range_logs
+            )
             for c in config.contracts
         }
         self.genesis_hash: str | None = None
+        self._prefetch: ChainClient | None = None
+        self._prefetch_stop = threading.Event()
 
     def check_chain_identity(self) -> str:
         """The node's genesis hash; raises ChainChangedError when the ledger was built from another chain."""
@@ -167,22 +200,16 @@ class Ingester:
         if self._repair_if_forked(spec=spec, cursor=cursor):
             report.reorgs += 1
             cursor.refresh_from_db()
-        window = self.windows[spec.address]
         races = 0
         while cursor.block_number < target:
             try:
-                for lo, hi, logs in fetch_logs(
-                    self.client,
-                    addresses=[spec.address],
-                    topics=[spec.topics],
-                    from_block=cursor.block_number + 1,
-                    to_block=target,
-                    window=window,
-                ):
-                    self._commit_chunk(
-                        spec=spec, cursor=cursor, lo=lo, hi=hi, logs=logs, head=head, report=report
-                    )
+                with self._prefetching(
+                    spec=spec, start=cursor.block_number + 1, target=target, head=head
+                ) as ranges:
+                    for fetched in ranges:
+                        self._commit_range(spec=spec, cursor=cursor, fetched=fetched, report=report)
             except ChunkRaced as exc:
+                # Whatever was fetched ahead is gone with the prefetch: the walk restarts at the cursor.
                 races += 1
                 if races > 10:
                     raise
@@ -193,76 +220,159 @@ class Ingester:
                 continue
         report.cursors[spec.address] = cursor.block_number
 
-    def _commit_chunk(
+    # -- fetching ahead --------------------------------------------------------------------------
+
+    @contextmanager
+    def _prefetching(
+        self, *, spec: ContractSpec, start: int, target: int, head: int
+    ) -> Iterator[Iterator[FetchedRange]]:
+        """The ranges from ``start`` to ``target``, each fetched (logs, headers) on one worker thread while the
+        caller writes the one before, and decoded on another as soon as it is fetched: fetching (waiting for the
+        node), decoding (Python) and writing (waiting for Postgres) overlap. The threads are gone when the block
+        exits, however it exits.
+
+        The workers never touch the database. Their errors (RPC errors, a ChunkRaced) surface in the caller's
+        thread, where the range would have been fetched without them.
+        """
+        client = self._prefetch_client()
+        walk = fetch_logs(
+            client,
+            addresses=[spec.address],
+            topics=[spec.topics],
+            from_block=start,
+            to_block=target,
+            window=self.windows[spec.address],
+        )
+        self._prefetch_stop.clear()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prefetch")
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode")
+
+        def fetch(*, overlapped: bool) -> Future[FetchedRange | None]:
+            return pool.submit(
+                self._fetch_range, client=client, walk=walk, head=head, decoder=decoder, overlapped=overlapped
+            )
+
+        def ranges() -> Iterator[FetchedRange]:
+            future = fetch(overlapped=False)
+            while (fetched := future.result()) is not None:
+                # The next range's eth_getLogs runs while this one is decoded and written.
+                future = fetch(overlapped=True)
+                yield fetched
+
+        try:
+            yield ranges()
+        finally:
+            # Abandon a fetch under way (its retries stop sleeping), wait for the thread, then close the walk.
+            self._prefetch_stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            decoder.shutdown(wait=True, cancel_futures=True)
+            walk.close()
+
+    def _prefetch_client(self) -> ChainClient:
+        """The worker's own client (a ChainClient is not thread-safe), kept across syncs for its connection."""
+        if self._prefetch is None:
+            self._prefetch = self.client.clone(sleep=self._prefetch_sleep)
+        return self._prefetch
+
+    def _prefetch_sleep(self, delay: float) -> None:
+        if self._prefetch_stop.wait(delay):
+            raise PrefetchStopped("the ingester stopped fetching ahead")
+
+    def _fetch_range(
         self,
         *,
-        spec: ContractSpec,
-        cursor: IngestCursor,
-        lo: int,
-        hi: int,
-        logs: list[RawLog],
+        client: ChainClient,
+        walk: Iterator[tuple[int, int, list[RawLog]]],
         head: int,
-        report: SyncReport,
-    ) -> None:
-        """Check a fetched range against the canonical chain, then commit it in sub-chunks.
-
-        Sub-chunks (at most SUBCHUNK_LOGS logs, cut at block boundaries) each move the cursor in their own
-        transaction; the next one is decoded on a worker thread while Postgres writes the current one.
-        """
+        decoder: ThreadPoolExecutor,
+        overlapped: bool,
+    ) -> FetchedRange | None:
+        """Fetch the walk's next range and its headers, and hand its sub-chunks to the decoder (runs on the
+        fetching worker)."""
+        item = next(walk, None)
+        if item is None:
+            return None
+        lo, hi, logs = item
         parts = split_logs(lo=lo, hi=hi, logs=logs, max_logs=SUBCHUNK_LOGS)
         near_head = hi > head - self.config.blocks_kept
         log_blocks = {log.block_number for log in logs} if near_head else set()
         wanted = sorted({lo, hi, *log_blocks, *(part_hi for _, part_hi, _ in parts)})
-        headers = {h.number: h for h in self.client.get_blocks(wanted)}
+        headers = {h.number: h for h in client.get_blocks(wanted)}
         if any(number not in headers for number in wanted):
             raise ChunkRaced(f"blocks {lo}-{hi} are not all on the node any more")
-        if lo > 0 and cursor.block_number == lo - 1 and headers[lo].parent_hash != cursor.block_hash:
-            raise ChunkRaced(f"block {lo}'s parent is not the cursor's block {cursor.block_number}")
         for log in logs:
             header = headers.get(log.block_number)
             if header is not None and header.hash != log.block_hash:
                 raise ChunkRaced(
                     f"log in block {log.block_number} belongs to a block that is no longer canonical"
                 )
+        return FetchedRange(
+            lo=lo,
+            hi=hi,
+            headers=headers,
+            parts=[
+                (part_lo, part_hi, part_logs, decoder.submit(chunk_prepare, part_logs))
+                for part_lo, part_hi, part_logs in parts
+            ],
+            near_head=near_head,
+            overlapped=overlapped,
+        )
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as pool:
-            prepared = [pool.submit(chunk_prepare, part_logs) for _, _, part_logs in parts]
-            for (part_lo, part_hi, part_logs), future in zip(parts, prepared, strict=True):
-                chunk = future.result()
-                end_hash = headers[part_hi].hash
-                with transaction.atomic():
-                    # Conditional move: only from where we read the cursor, so two ingesters never both advance it.
-                    moved = IngestCursor.objects.filter(
-                        pk=cursor.pk, block_number=cursor.block_number, block_hash=cursor.block_hash
-                    ).update(block_number=part_hi, block_hash=end_hash)
-                    if moved != 1:
-                        raise ChunkRaced("the cursor moved under this ingester (another one is running?)")
-                    summary = ledger_apply_rows(
-                        chain_id=self.config.chain_id,
-                        rows=chunk.rows,
-                        undecodable=chunk.undecodable,
-                        staged=chunk.staged,
-                    )
-                    self._remember_blocks(
-                        headers=[h for n, h in headers.items() if part_lo <= n <= part_hi],
-                        logs=[] if near_head else part_logs,
-                    )
-                cursor.block_number = part_hi
-                cursor.block_hash = end_hash
-                report.events += summary.events
-                report.batches_created += summary.batches_created
-                report.batches_verified += summary.batches_verified
-                report.chunks += 1
-                if summary.events:
-                    logger.info(
-                        "ingest %s: blocks %d-%d, %d events (%d batches created, %d verified)",
-                        spec.address,
-                        part_lo,
-                        part_hi,
-                        summary.events,
-                        summary.batches_created,
-                        summary.batches_verified,
-                    )
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _commit_range(
+        self, *, spec: ContractSpec, cursor: IngestCursor, fetched: FetchedRange, report: SyncReport
+    ) -> None:
+        """Check a fetched range against the canonical chain and the cursor, then commit it in sub-chunks.
+
+        Sub-chunks (at most SUBCHUNK_LOGS logs, cut at block boundaries) each move the cursor in their own
+        transaction.
+        """
+        lo, hi, headers = fetched.lo, fetched.hi, fetched.headers
+        if lo > 0 and cursor.block_number == lo - 1 and headers[lo].parent_hash != cursor.block_hash:
+            raise ChunkRaced(f"block {lo}'s parent is not the cursor's block {cursor.block_number}")
+        if fetched.overlapped and fetched.near_head:
+            # Fetched while the range before was written: a reorg since then changed the hash of its last
+            # block (every block's hash covers its ancestors'), so one header says whether all of it still holds.
+            canonical = self.client.get_block(hi)
+            if canonical is None or canonical.hash != headers[hi].hash:
+                raise ChunkRaced(f"blocks {lo}-{hi} left the canonical chain after they were fetched")
+        for part_lo, part_hi, part_logs, prepared in fetched.parts:
+            chunk = prepared.result()
+            end_hash = headers[part_hi].hash
+            with transaction.atomic():
+                # Conditional move: only from where we read the cursor, so two ingesters never both advance it.
+                moved = IngestCursor.objects.filter(
+                    pk=cursor.pk, block_number=cursor.block_number, block_hash=cursor.block_hash
+                ).update(block_number=part_hi, block_hash=end_hash)
+                if moved != 1:
+                    raise ChunkRaced("the cursor moved under this ingester (another one is running?)")
+                summary = ledger_apply_rows(
+                    chain_id=self.config.chain_id,
+                    rows=chunk.rows,
+                    undecodable=chunk.undecodable,
+                    staged=chunk.staged,
+                )
+                self._remember_blocks(
+                    headers=[h for n, h in headers.items() if part_lo <= n <= part_hi],
+                    logs=[] if fetched.near_head else part_logs,
+                )
+            cursor.block_number = part_hi
+            cursor.block_hash = end_hash
+            report.events += summary.events
+            report.batches_created += summary.batches_created
+            report.batches_verified += summary.batches_verified
+            report.chunks += 1
+            if summary.events:
+                logger.info(
+                    "ingest %s: blocks %d-%d, %d events (%d batches created, %d verified)",
+                    spec.address,
+                    part_lo,
+                    part_hi,
+                    summary.events,
+                    summary.batches_created,
+                    summary.batches_verified,
+                )
 
     def _remember_blocks(self, *, headers: list[BlockHeader], logs: list[RawLog]) -> None:
         """Keep the blocks this chunk crossed, to find a fork point later."""

@@ -126,6 +126,7 @@ def _ingester(*, client: ChainClient, chain_id: int, source: IngestSource, confi
         blocks_kept=settings.INGEST_BLOCKS_KEPT,
         initial_range=settings.INGEST_INITIAL_RANGE,
         max_range=settings.INGEST_MAX_RANGE,
+        range_logs=settings.INGEST_RANGE_LOGS,
     )
     return Ingester(client=client, config=config)
 
