@@ -134,7 +134,6 @@ def operations(subjects: Subjects) -> list[tuple[str, Callable[[Client], object]
     from recovery.services.retention import retention_prune
 
     s = subjects
-    deep_batch_page = max(1, s.batch_pages // 2)
 
     def catchup_plan(_: Client) -> object:
         owed = operator_catchup_batches(operator_id=s.operator)
@@ -145,7 +144,6 @@ def operations(subjects: Subjects) -> list[tuple[str, Callable[[Client], object]
         ("metrics scrape", lambda c: _get(c, "/metrics", Authorization=f"Bearer {settings.METRICS_TOKEN}")),
         ("overview page", lambda c: _get(c, "/")),
         ("batch list page", lambda c: _get(c, "/batches/")),
-        ("batch list page (deep)", lambda c: _get(c, f"/batches/?page={deep_batch_page}")),
         ("batch detail page (newest)", lambda c: _get(c, f"/batches/{s.newest_batch}/")),
         ("batch detail page (old)", lambda c: _get(c, f"/batches/{s.verified_batch}/")),
         ("operator detail page", lambda c: _get(c, f"/operators/{s.operator}/")),
