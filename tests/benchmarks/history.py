@@ -41,7 +41,9 @@ class Subjects:
 
 
 def _use_database(name: str) -> None:
+    """Point the default connection at another database. The connection pool was made for the old one: it goes."""
     connection.close()
+    connection.close_pool()  # type: ignore[attr-defined]
     settings.DATABASES["default"]["NAME"] = name
     connections["default"].settings_dict["NAME"] = name
 
@@ -50,6 +52,13 @@ def _database_create(name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cursor.execute(f'CREATE DATABASE "{name}"')
+
+
+def _database_exists(name: str, *, admin_database: str) -> bool:
+    _use_database(admin_database)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        return cursor.fetchone() is not None
 
 
 def history_prepare(*, name: str, batches: int, admin_database: str, reuse: bool) -> None:
