@@ -50,7 +50,10 @@ class AdaptiveRange:
         self.target_logs = target_logs
         self.max_growth = max_growth
         self.limit = min(maximum, max(minimum, initial))
-        self.size = self.limit if target_logs is None else minimum
+        # Until a range has shown the density, assume a log per block: the first range asks for about target_logs
+        # (starting at one block would cut a short backfill into small chunks, each announced batch by batch
+        # instead of as one summary).
+        self.size = self.limit if target_logs is None else max(minimum, min(self.limit, target_logs))
 
     @property
     def at_minimum(self) -> bool:

@@ -486,7 +486,7 @@ _STEPS: list[tuple[str, str]] = [
         SELECT DISTINCT ON (c.operator_id, hb.identifier) c.operator_id, hb.identifier, 1, c.until, c.until
         FROM monitoring_operatorstatechange c
         JOIN history_batch hb ON hb.seen BETWEEN c.since AND c.until
-        WHERE c.state = 'down' AND hb.status = 'verified'
+        WHERE c.state = 'down' AND hb.status = 'verified' AND c.until >= %(window_start)s
         """,
     ),
     (

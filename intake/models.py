@@ -52,6 +52,12 @@ class Signature(models.Model):
             # Rows arrive in time order: retention finds the old ones through a BRIN index at almost no write cost,
             # and finds nothing at once when nothing is old enough.
             BrinIndex(fields=["received_at"], name="signature_received_brin"),
+            # Conflicting signatures are rare: the alert rule finds the recent ones without reading the others.
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(conflicting=True),
+                name="signature_conflicting_recent",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -46,7 +46,21 @@ def operator_missed_batches(*, operator_id: str, since: datetime | None = None) 
     refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
     batches = Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
     if since is not None:
-        batches = batches.filter(first_seen_at__gte=since)
+        # The down windows overlapping the period first (few), then the batches seen in them: the correlated
+        # check would walk every earlier window of the operator for each batch.
+        windows = OperatorStateChange.objects.filter(
+            operator_id=operator_id, state=OperatorState.DOWN
+        ).filter(Q(until__isnull=True) | Q(until__gt=since))
+        during = Q(pk__in=[])
+        for window_since, window_until in windows.values_list("since", "until"):
+            seen = Q(first_seen_at__gte=max(since, window_since))
+            during |= seen & Q(first_seen_at__lt=window_until) if window_until else seen
+        return (
+            batches.filter(during)
+            .exclude(Exists(signed))
+            .exclude(Exists(refused))
+            .order_by("first_seen_at", "id")
+        )
     return (
         batches.filter(Exists(down_then))
         .exclude(Exists(signed))

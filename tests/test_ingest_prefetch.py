@@ -117,16 +117,18 @@ def test_it_follows_the_log_density_with_each_range(anvil: Anvil) -> None:
 
     with FaultProxy(anvil.url) as proxy:
         client = ChainClient(proxy.url, backoff_base=0.01, backoff_cap=0.05)
-        config = IngestConfig(chain_id=31337, contracts=[spec], confirmations=0, range_logs=100)
+        config = IngestConfig(chain_id=31337, contracts=[spec], confirmations=0, range_logs=5)
         Ingester(client=client, config=config).sync_once()
         ranges = list(proxy.log_ranges)
 
     assert ChainEvent.objects.filter(name="NewBatchV3").count() == 12 * 50 + 1
     assert Batch.objects.count() == 12 * 50 + 1
-    # 50 logs a block and 100 wanted: over the dense stretch a range spans two blocks (the first one, one)...
-    dense = [(lo, hi) for lo, hi in ranges if hi <= last_dense]
-    assert dense[0] == (first_dense, first_dense)
-    assert all(hi - lo + 1 == 2 for lo, hi in dense[1:-1])
+    # 50 logs a block and 5 wanted: the first range assumes a log a block (5 blocks); once the density is known
+    # a range over the rest of the dense stretch spans one block...
+    assert ranges[0] == (first_dense, first_dense + 4)
+    dense = [(lo, hi) for lo, hi in ranges[1:] if hi <= last_dense]
+    assert dense == [(block, block) for block in range(first_dense + 5, last_dense + 1)]
+
     # ... and over the empty stretch after it the span grows by far.
     assert max(hi - lo + 1 for lo, hi in ranges if lo > last_dense) >= 128
 
