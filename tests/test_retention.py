@@ -14,7 +14,14 @@ from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
 from progress.models import BatchProgress
 from progress.services import batch_progress_refresh
-from recovery.models import CatchupAsk, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
+from recovery.models import (
+    CatchupAsk,
+    RecoveryKind,
+    RecoveryRun,
+    RecoveryStatus,
+    RecoveryTask,
+    SignatureDelivery,
+)
 from recovery.services import retention
 from recovery.services.retention import retention_prune
 from tests.factories import ETH, batch_create, hex32, operator_create
@@ -54,6 +61,13 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
         batch_progress_refresh(batch_identifier=batch.identifier)
     Batch.objects.filter(id=old.id).update(updated_at=long_ago)
     Signature.objects.filter(batch_identifier=old.identifier).update(received_at=long_ago)
+    # Forwarded and acknowledged: its delivery goes with it.
+    SignatureDelivery.objects.create(
+        signature=Signature.objects.filter(batch_identifier=old.identifier).first(),
+        boot_id="boot-1",
+        batch_identifier=old.identifier,
+        answer="accepted",
+    )
     # A signature that came after all, long after its batch was verified, waits for its own time to pass.
     signature_late = Signature.objects.create(
         batch_identifier=old.identifier,
@@ -109,6 +123,7 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
     assert pruned == {"signatures": 20, "webhook_attempts": 3, "recovery_tasks": 2, "catchup_asks": 1}
     assert list(Signature.objects.filter(batch_identifier=old.identifier)) == [signature_late]
     assert list(CatchupAsk.objects.values_list("batch_identifier", flat=True)) == [hex32("asked-lately")]
+    assert not SignatureDelivery.objects.exists()
     assert (
         Signature.objects.filter(batch_identifier__in=[recent.identifier, pending.identifier]).count() == 40
     )

@@ -25,12 +25,17 @@ CHUNK = 1000
 
 # Each scan starts from what is old by its own time column (BRIN-indexed, in arrival order), so a pass costs the
 # rows it prunes, not the table: when nothing is old enough it reads nothing.
+# Their deliveries go in the same statement: a raw DELETE does not cascade as the ORM does, and the deferred
+# foreign key would refuse the commit.
 _SIGNATURES = """
-DELETE FROM monitoring_signature WHERE id IN (
+WITH doomed AS MATERIALIZED (
     SELECT s.id FROM monitoring_signature s JOIN monitoring_batch b ON b.identifier = s.batch_identifier
     WHERE s.received_at < %(cutoff)s AND b.status = 'verified' AND b.updated_at < %(cutoff)s
     LIMIT %(limit)s
+), deliveries AS (
+    DELETE FROM recovery_signaturedelivery WHERE signature_id IN (SELECT id FROM doomed)
 )
+DELETE FROM monitoring_signature WHERE id IN (SELECT id FROM doomed)
 """
 _WEBHOOK_ATTEMPTS = """
 DELETE FROM monitoring_webhookattempt WHERE id IN (
