@@ -63,7 +63,7 @@ def test_it_prunes_old_settled_work_in_chunks_and_keeps_the_ledger_summaries_and
     Signature.objects.filter(batch_identifier=old.identifier).update(received_at=long_ago)
     # Forwarded and acknowledged: its delivery goes with it.
     SignatureDelivery.objects.create(
-        signature=Signature.objects.filter(batch_identifier=old.identifier).first(),
+        signature=Signature.objects.filter(batch_identifier=old.identifier).earliest("id"),
         boot_id="boot-1",
         batch_identifier=old.identifier,
         answer="accepted",
