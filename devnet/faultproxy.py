@@ -112,9 +112,9 @@ class FaultProxy:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._server = None
         self._thread = None
         with self._lock:
+            self._server = None
             connections, self._connections = list(self._connections), set()
         for conn in connections:  # keep-alive connections would otherwise go on being served
             with contextlib.suppress(OSError):
@@ -148,9 +148,14 @@ class FaultProxy:
             if self._server is None and self._port and not self._stopped:
                 self.start()
 
-    def _track(self, conn: socket.socket, *, open_: bool) -> None:
+    def _track(self, conn: socket.socket, *, open_: bool, server: object = None) -> None:
         with self._lock:
-            if open_:
+            if open_ and server is not self._server:
+                # Accepted by a listener a refusal has closed since (its handler started late): cut, as the
+                # connections it held were.
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            elif open_:
                 self._connections.add(conn)
             else:
                 self._connections.discard(conn)
@@ -266,7 +271,7 @@ class _Handler(JsonHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.proxy._track(self.connection, open_=True)
+        self.proxy._track(self.connection, open_=True, server=self.server)
 
     def finish(self) -> None:
         self.proxy._track(self.connection, open_=False)
