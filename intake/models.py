@@ -51,7 +51,7 @@ class Signature(models.Model):
             models.Index(fields=["status", "received_at"]),
             # Rows arrive in time order: retention finds the old ones through a BRIN index at almost no write cost,
             # and finds nothing at once when nothing is old enough.
-            BrinIndex(fields=["received_at"], name="signature_received_brin"),
+            BrinIndex(fields=["received_at"], name="signature_received_brin", autosummarize=True),
             # Conflicting signatures are rare: the alert rule finds the recent ones without reading the others.
             models.Index(
                 fields=["received_at"],

@@ -64,7 +64,7 @@ class RecoveryTask(models.Model):
             models.Index(fields=["status", "lease_until"]),
             models.Index(fields=["kind", "subject"]),
             # Tasks finish in about time order: retention's scan for long-finished ones reads only old ranges.
-            BrinIndex(fields=["finished_at"], name="recoverytask_finished_brin"),
+            BrinIndex(fields=["finished_at"], name="recoverytask_finished_brin", autosummarize=True),
         ]
 
     def __str__(self) -> str:
@@ -136,7 +136,7 @@ class CatchupAsk(models.Model):
                 fields=["operator_id", "batch_identifier"], name="catchup_ask_once_per_batch"
             ),
         ]
-        indexes = [BrinIndex(fields=["last_asked_at"], name="catchupask_last_asked_brin")]
+        indexes = [BrinIndex(fields=["last_asked_at"], name="catchupask_last_asked_brin", autosummarize=True)]
 
     def __str__(self) -> str:
         return f"asked {self.operator_id[:10]} about {self.batch_identifier[:10]} x{self.asks}"
