@@ -1,5 +1,5 @@
 """Who is asking, and how often: the client's address (proxies trusted only when configured) and a shared
-fixed-window rate limit in Redis.
+rate limit in Redis.
 
 ``X-Forwarded-For`` is anyone's to write: it is read only when the direct peer is one of ``TRUSTED_PROXIES``,
 and then from the right, skipping trusted hops, so a client cannot name itself someone else.
@@ -79,23 +79,37 @@ def _connection() -> redis.Redis:
     return _redis
 
 
-def rate_check(*, key: str, rate: Rate, fail_open: bool) -> float | None:
-    """Count one hit for ``key``; None when allowed, else the seconds until the window ends (for Retry-After).
+# GCRA (the generic cell rate algorithm): one key per client holds the time its allowance is spent up to. A
+# fixed window let twice the rate through across a window's edge, and made the limit depend on the wall clock's
+# second when a burst came. Denied hits do not spend allowance. Atomic in Redis, so replicas share one count.
+_GCRA = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat + interval - period
+if allow_at > now then return tostring(allow_at - now) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return false
+"""
 
-    Counted in Redis, so every replica shares the counts. With Redis away, ``fail_open`` decides: the intake
-    stays open (its own per-batch bounds hold), anything that protects people's accounts closes.
+
+def rate_check(*, key: str, rate: Rate, fail_open: bool) -> float | None:
+    """Count one hit for ``key``; None when allowed, else the seconds until the next hit is (for Retry-After).
+
+    Up to ``rate.count`` hits may come at once, then one every ``rate.seconds / rate.count``. Counted in Redis,
+    so every replica shares the counts. With Redis away, ``fail_open`` decides: the intake stays open (its own
+    per-batch bounds hold), anything that protects people's accounts closes.
     """
-    window = int(time.time() // rate.seconds)
-    name = f"rate:{key}:{window}"
     try:
-        pipe = _connection().pipeline()
-        pipe.incr(name)
-        pipe.expire(name, rate.seconds + 1)
-        hits = int(pipe.execute()[0])
+        wait = _connection().eval(
+            _GCRA, 1, f"rate:{key}", repr(time.time()), repr(rate.seconds / rate.count), str(rate.seconds)
+        )
         redis_outage.over()
     except Exception as exc:  # redis-py can fail with more than RedisError under load: a count never 500s
         redis_outage.note(f"rate limit for {key.split(':', 1)[0]} not counted ({type(exc).__name__}: {exc})")
         return None if fail_open else float(rate.seconds)
-    if hits <= rate.count:
+    if wait is None:
         return None
-    return max(1.0, math.ceil((window + 1) * rate.seconds - time.time()))
+    return max(1.0, math.ceil(float(wait)))
