@@ -369,10 +369,10 @@ _STEPS: list[tuple[str, str]] = [
         """
         INSERT INTO recovery_recoverytask (kind, subject, status, attempts, next_attempt_at, lease_until, leased_by,
             last_error, requested_by, reason, result, created_at, updated_at, finished_at, run_id)
-        SELECT 'forward', s.id::text, 'done', 1, s.verified_at, NULL, '', '', 'system', 'verified signature',
-            '{"answer": "accepted"}', s.verified_at, s.verified_at + interval '50 ms',
-            s.verified_at + interval '50 ms', NULL
-        FROM monitoring_signature s WHERE s.status = 'verified' ORDER BY s.id
+        SELECT 'forward', s.batch_identifier || ':' || min(s.id), 'done', 1, min(s.verified_at), NULL, '', '',
+            'system', count(*) || ' verified', jsonb_build_object('sent', count(*)), min(s.verified_at),
+            max(s.verified_at) + interval '50 ms', max(s.verified_at) + interval '50 ms', NULL
+        FROM monitoring_signature s WHERE s.status = 'verified' GROUP BY s.batch_identifier ORDER BY min(s.id)
         """,
     ),
     (

@@ -11,7 +11,7 @@ from controlplane.fields import HexField, WeiField
 
 class RecoveryKind(models.TextChoices):
     # Deliver one verified signature to the current aggregator; done on its acknowledgement.
-    FORWARD = "forward", "Forward a signature"
+    FORWARD = "forward", "Forward verified signatures"
     # Announce a pending batch's task to the current aggregator and (re)send its verified signatures.
     REPLAY = "replay", "Replay a batch to the aggregator"
     # Ask an operator, through its control endpoint, to process the batches it missed.
@@ -36,7 +36,7 @@ class RecoveryTask(models.Model):
 
     kind = models.CharField(max_length=16, choices=RecoveryKind.choices)
     # A signature id (forward), a batch identifier (replay) or an operatorId (catch-up).
-    subject = models.CharField(max_length=66)
+    subject = models.CharField(max_length=100)  # a batch, an operator, or a batch:first signature (forward)
     status = models.CharField(max_length=16, choices=RecoveryStatus.choices, default=RecoveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField()

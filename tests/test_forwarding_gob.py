@@ -130,25 +130,39 @@ def test_it_replays_every_pending_batch_when_the_aggregator_connection_was_reset
 
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_one_connection_per_worker_across_forward_jobs(
-    go_programs: dict[str, Path], gob: Any, verified: tuple[Net, list[dict[str, Any]]]
+    go_programs: dict[str, Path], gob: Any, verified: tuple[Net, list[dict[str, Any]]], client: Any
 ) -> None:
     """The worker runs jobs in its own process (no fork per job): its connection outlives each forward job."""
-    _, bodies = verified
+    net, bodies = verified
     node = GoAggregator(go_programs["aggregator"], reply=0)
     try:
         gob.AGGREGATOR_URL = node.address
-        assert RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).count() == 2
         queue = django_rq.get_queue("default")
-        queue.empty()
-        for task in RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD):
-            recovery_task_enqueue(task_id=task.id, attempts=task.attempts, kind=task.kind)
         worker = django_rq.get_worker("default")
         assert isinstance(worker, PersistentWorker)
+        # The first pass's forward job sends both of its signatures; a second pass verifies a third signature of
+        # the batch (60% of stake: still pending), and its own forward job sends that one.
+        (first,) = RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD)
+        queue.empty()
+        recovery_task_enqueue(task_id=first.id, attempts=first.attempts, kind=first.kind)
         worker.work(burst=True)
-        assert sorted(r["operatorId"] for r in (node.received(), node.received())) == sorted(
-            b["operatorId"] for b in bodies
-        )
-        assert SignatureDelivery.objects.count() == 2
+        third = signed_response(net, root=bytes.fromhex(bodies[0]["batchMerkleRoot"][2:]), operator=2)
+        answer = client.post("/api/v1/signatures", data=json.dumps(third), content_type="application/json")
+        assert answer.status_code == 202
+        signatures_verify_batch(batch_identifier=third["batchIdentifierHash"])
+        second = RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).exclude(id=first.id).get()
+        queue.empty()
+        recovery_task_enqueue(task_id=second.id, attempts=second.attempts, kind=second.kind)
+        worker.work(burst=True)
+        received = [node.received()["operatorId"] for _ in range(3)]
+        assert sorted(received) == sorted(b["operatorId"] for b in [*bodies, third])
+        assert SignatureDelivery.objects.count() == 3
+        assert [
+            t.result["sent"] for t in RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).order_by("id")
+        ] == [
+            2,
+            1,
+        ]
         assert node.connections() == 2, "one for both jobs, and one for asking"
     finally:
         node.stop()

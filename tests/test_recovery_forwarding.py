@@ -223,3 +223,57 @@ def test_it_gives_back_every_signature_an_aggregator_dropped_when_its_task_expir
         assert replay.result["sent"] >= 3, "signatures acknowledged before the expiry are sent again"
     finally:
         node.stop()
+
+
+@pytest.mark.django_db
+def test_it_forwards_each_verifier_pass_of_a_batch_in_one_task_even_while_another_runs(client, network):
+    net, node = network
+    root = net.create_task(seed=64)
+    wait_for_task(node, root)
+    net.ingester().sync_once()
+    recovery_pass()  # the control plane sees the boot (and would replay the batch: as if that were done)
+    RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY).update(status=RecoveryStatus.DONE)
+    identifier = sign_and_verify(client, net, root, [0, 1])
+    (first,) = RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD)
+    signatures = list(Signature.objects.order_by("id").values_list("id", flat=True))
+    assert first.subject == f"{identifier}:{signatures[0]}"
+    # The first pass's task is running (a worker holds it) when a second pass verifies another signature: that
+    # one gets a task of its own, not lost behind the running one.
+    RecoveryTask.objects.filter(id=first.id).update(status=RecoveryStatus.RUNNING)
+    sign_and_verify(client, net, root, [2])
+    second = RecoveryTask.objects.get(kind=RecoveryKind.FORWARD, status=RecoveryStatus.PENDING)
+    assert second.subject == f"{identifier}:{max(Signature.objects.values_list('id', flat=True))}"
+
+    outcome = forward_execute(second)  # sends every signature of the batch this boot has not acknowledged
+    assert (outcome.action, outcome.result) == ("done", {"sent": 3, "boot_id": node.boot_id})
+    assert SignatureDelivery.objects.filter(boot_id=node.boot_id, batch_identifier=identifier).count() == 3
+    again = forward_execute(first)
+    assert (again.action, again.result) == ("done", {"sent": 0})
+
+
+@pytest.mark.django_db
+def test_it_asks_once_per_batch_for_what_the_aggregator_has_not_acknowledged(client, network):
+    from recovery.services.watch import signatures_forward_request
+
+    net, node = network
+    roots = [net.create_task(seed=65), net.create_task(seed=66)]
+    for root in roots:
+        wait_for_task(node, root)
+    net.ingester().sync_once()
+    recovery_pass()
+    RecoveryTask.objects.filter(kind=RecoveryKind.REPLAY).update(status=RecoveryStatus.DONE)
+    identifiers = [sign_and_verify(client, net, root, [0, 1]) for root in roots]
+    RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).delete()  # as if those requests were lost
+
+    assert signatures_forward_request() == 2
+    assert signatures_forward_request() == 0, "asking again while they are open is a no-op"
+    firsts = {
+        i: min(Signature.objects.filter(batch_identifier=i).values_list("id", flat=True)) for i in identifiers
+    }
+    assert set(RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).values_list("subject", flat=True)) == {
+        f"{i}:{first}" for i, first in firsts.items()
+    }
+    for task in RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD):
+        assert forward_execute(task).action == "done"
+    RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).update(status=RecoveryStatus.DONE)
+    assert signatures_forward_request() == 0, "nothing owed: nothing asked"

@@ -243,9 +243,8 @@ _TASK_STATUS = {"requested": "pending", "retry": "pending", "done": "done", "can
 def live_recovery_task(*, task: RecoveryTask, action: str, detail: str = "") -> None:
     """A recovery task was requested (``action`` "requested") or settled ("done", "retry", "cancel").
 
-    Forward tasks (one per verified signature) are announced only when an attempt failed or they were cancelled:
-    the happy path is already visible as ``signature.verified``, and a message per signature would swamp the
-    overview.
+    Forward tasks (one per batch and verifier pass) are announced only when an attempt failed or they were
+    cancelled: the happy path is already visible as ``signature.verified``.
     """
     from recovery.models import RecoveryKind
 
@@ -253,7 +252,9 @@ def live_recovery_task(*, task: RecoveryTask, action: str, detail: str = "") -> 
         return
     live_notify(
         kind="recovery.task",
-        batch=task.subject if task.kind == RecoveryKind.REPLAY else None,
+        batch=task.subject.partition(":")[0]
+        if task.kind in (RecoveryKind.REPLAY, RecoveryKind.FORWARD)
+        else None,
         operator=task.subject if task.kind == RecoveryKind.CATCHUP else None,
         data={
             "task_id": task.id,

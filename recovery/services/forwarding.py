@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
@@ -22,7 +23,7 @@ from recovery.aggregator import (
     aggregator_post_signature,
 )
 from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryTask, SignatureDelivery
-from recovery.services.tasks import Outcome, recovery_task_request
+from recovery.services.tasks import Outcome, forward_subject, recovery_task_request
 from recovery.services.watch import aggregator_current_boot
 
 logger = logging.getLogger("recovery")
@@ -99,23 +100,44 @@ def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
     return Outcome.retry(f"not acknowledged: HTTP {answer.status_code} {answer.body}")
 
 
+def _undelivered(*, batch_identifier: str, boot_id: str) -> list[Signature]:
+    return list(
+        Signature.objects.filter(batch_identifier=batch_identifier, status=SignatureStatus.VERIFIED)
+        .exclude(Exists(SignatureDelivery.objects.filter(signature=OuterRef("pk"), boot_id=boot_id)))
+        .order_by("id")
+    )
+
+
 def forward_execute(task: RecoveryTask) -> Outcome:
-    signature = Signature.objects.filter(id=int(task.subject)).first()
-    if signature is None or signature.status != SignatureStatus.VERIFIED:
-        return Outcome.cancel("the signature is not verified")
-    batch = Batch.objects.filter(identifier=signature.batch_identifier).first()
+    """Send the batch every verified signature the current aggregator boot has not acknowledged.
+
+    Not only those of the pass that asked: a task of another pass of the same batch may be running or backing
+    off, and sending a signature twice costs one request (the aggregator answers ``duplicate``).
+    """
+    identifier, _, first = task.subject.partition(":")
+    if not first.isdigit():
+        return Outcome.cancel(f"not a forward subject (batch:first signature): {task.subject!r}")
+    batch = Batch.objects.filter(identifier=identifier).first()
     if batch is None or batch.status != BatchStatus.PENDING:
         return Outcome.cancel(f"the batch is {batch.status if batch else 'gone'}: nothing to forward")
     boot_id = _boot()
-    if boot_id and SignatureDelivery.objects.filter(signature=signature, boot_id=boot_id).exists():
-        return Outcome.done(f"already acknowledged by boot {boot_id[:8]}", boot_id=boot_id)
+    undelivered = _undelivered(batch_identifier=identifier, boot_id=boot_id)
+    if not undelivered:
+        return Outcome.done(f"every verified signature already acknowledged by boot {boot_id[:8]}", sent=0)
     if RecoveryTask.objects.filter(
         kind=RecoveryKind.REPLAY, subject=batch.identifier, status__in=OPEN_STATUSES
     ).exists():
-        # After an aggregator restart every pending batch has a replay, which sends all its signatures in one job:
-        # forwarding them one job each as well would only delay the replays. Later, this finds them delivered.
+        # After an aggregator restart every pending batch has a replay, which sends all its signatures: forwarding
+        # them as well would only delay the replays. Later, this finds them delivered.
         return Outcome.retry("the batch's open replay sends it")
-    return signature_deliver(signature=signature, batch=batch)
+    sent = 0
+    for signature in undelivered:
+        outcome = signature_deliver(signature=signature, batch=batch)
+        if outcome.action != "done":
+            return Outcome.retry(f"signature {signature.id}: {outcome.detail}", sent=sent)
+        boot_id = str((outcome.result or {}).get("boot_id") or boot_id)
+        sent += 1
+    return Outcome.done(f"{sent} acknowledged by boot {boot_id[:8]}", sent=sent, boot_id=boot_id)
 
 
 def replay_execute(task: RecoveryTask) -> Outcome:
@@ -166,7 +188,8 @@ def replay_execute(task: RecoveryTask) -> Outcome:
 
 
 def forwarding_request_verified(*, batch_identifier: str, valid_ids: Sequence[int], **_: object) -> None:
-    """Forward tasks for newly verified signatures, in the transaction that verified them (not a later scan).
+    """One forward task for the signatures a verifier pass verified in a batch, in the transaction that verified
+    them (not a later scan): one row and one job per batch and pass, not per signature.
 
     Connected to ``controlplane.changes.signatures_checked``."""
     if (
@@ -174,5 +197,8 @@ def forwarding_request_verified(*, batch_identifier: str, valid_ids: Sequence[in
         or not Batch.objects.filter(identifier=batch_identifier, status=BatchStatus.PENDING).exists()
     ):
         return  # already verified on chain: nothing to deliver
-    for signature_id in valid_ids:
-        recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id), reason="verified")
+    recovery_task_request(
+        kind=RecoveryKind.FORWARD,
+        subject=forward_subject(batch_identifier=batch_identifier, first_signature_id=min(valid_ids)),
+        reason=f"{len(valid_ids)} verified",
+    )

@@ -62,6 +62,12 @@ class Outcome:
         return cls("cancel", detail, dict(result) if result else None)
 
 
+def forward_subject(*, batch_identifier: str, first_signature_id: int) -> str:
+    """A forward task's subject: its batch, and the first signature it was asked for. One task per batch and
+    verifier pass; while one is open, asking with the same first signature is asking for the same task."""
+    return f"{batch_identifier}:{first_signature_id}"
+
+
 def backoff_seconds(attempts: int) -> float:
     """Capped exponential backoff: 1, 2, 4 … up to RECOVERY_BACKOFF_CAP seconds; never gives up by itself."""
     return _backoff(attempts=attempts, cap=float(settings.RECOVERY_BACKOFF_CAP))

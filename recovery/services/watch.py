@@ -15,7 +15,7 @@ from ledger.models import Batch, BatchStatus, IngestCursor
 from progress.models import BatchProgress
 from recovery.aggregator import UNKNOWN_TASK, AggregatorUnavailable, aggregator_health, aggregator_url
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask
-from recovery.services.tasks import backoff_seconds, recovery_task_request
+from recovery.services.tasks import backoff_seconds, forward_subject, recovery_task_request
 
 logger = logging.getLogger("recovery")
 
@@ -63,36 +63,35 @@ def aggregator_watch() -> str | None:
     return boot_id
 
 
-def signatures_forward_request(*, limit: int = 2000) -> int:
-    """Verified signatures of pending batches not yet acknowledged by the current aggregator boot get forwarded."""
+def signatures_forward_request() -> int:
+    """Pending batches with verified signatures the current aggregator boot has not acknowledged get a forward
+    task (one per batch, named after its first such signature: asking again while it is open is a no-op)."""
     boot_id = aggregator_current_boot()
     # The pending batches first, through their index; then their undelivered signatures, materialized before the
-    # ORDER BY id LIMIT (left to itself the planner walks the primary key of every signature looking for them).
+    # grouping (left to itself the planner walks the primary key of every signature looking for them).
     pending = list(Batch.objects.filter(status=BatchStatus.PENDING).values_list("identifier", flat=True))
     with connection.cursor() as cursor:
         cursor.execute(
             """
             WITH candidates AS MATERIALIZED (
-                SELECT s.id FROM monitoring_signature s
+                SELECT s.id, s.batch_identifier FROM monitoring_signature s
                 WHERE s.batch_identifier = ANY(%(pending)s) AND s.status = %(verified)s
                     AND NOT EXISTS (
                         SELECT 1 FROM recovery_signaturedelivery d WHERE d.signature_id = s.id AND d.boot_id = %(boot)s
                     )
             )
-            SELECT id FROM candidates ORDER BY id LIMIT %(limit)s
+            SELECT batch_identifier, min(id) FROM candidates GROUP BY batch_identifier ORDER BY min(id)
             """,
-            {
-                "pending": pending,
-                "verified": SignatureStatus.VERIFIED.value,
-                "boot": boot_id or "",
-                "limit": limit,
-            },
+            {"pending": pending, "verified": SignatureStatus.VERIFIED.value, "boot": boot_id or ""},
         )
-        candidates = [int(row[0]) for row in cursor.fetchall()]
-    # An open task for a signature already exists? The partial unique index makes the request a no-op.
+        owed = [(str(identifier), int(first)) for identifier, first in cursor.fetchall()]
     requested = 0
-    for signature_id in candidates:
-        _, created = recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(signature_id))
+    for identifier, first in owed:
+        _, created = recovery_task_request(
+            kind=RecoveryKind.FORWARD,
+            subject=forward_subject(batch_identifier=identifier, first_signature_id=first),
+            reason="verified signatures not acknowledged by the current aggregator",
+        )
         requested += int(created)
     return requested
 
