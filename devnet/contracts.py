@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -204,16 +204,23 @@ def _checksum(address: str) -> Any:
     return Web3.to_checksum_address(address)
 
 
+@lru_cache(maxsize=256)
+def _bound_contract(w3: Web3, name: str, address: str) -> Contract:
+    # Parsing an artifact's ABI and building its contract class costs more than the eth_call it serves (the
+    # devnet aggregator looked a stake up this way for every signature): built once per Web3 and address.
+    return w3.eth.contract(address=_checksum(address), abi=load_artifact(name)["abi"])
+
+
 def registry_contract(w3: Web3, address: str) -> Contract:
-    return w3.eth.contract(address=_checksum(address), abi=load_artifact("OperatorRegistry")["abi"])
+    return _bound_contract(w3, "OperatorRegistry", address)
 
 
 def service_manager_contract(w3: Web3, address: str) -> Contract:
-    return w3.eth.contract(address=_checksum(address), abi=load_artifact("AlignedServiceManager")["abi"])
+    return _bound_contract(w3, "AlignedServiceManager", address)
 
 
 def retriever_contract(w3: Web3, address: str) -> Contract:
-    return w3.eth.contract(address=_checksum(address), abi=load_artifact("OperatorStateRetriever")["abi"])
+    return _bound_contract(w3, "OperatorStateRetriever", address)
 
 
 # ---------------------------------------------------------------------------------------------- transactions

@@ -12,6 +12,7 @@ from typing import Any, cast
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from bls import (
     G1Point,
@@ -92,7 +93,15 @@ class AggregatorBase:
         """A Web3 per thread (providers keep sessions that are not meant to be shared)."""
         w3 = getattr(self._local, "w3", None)
         if w3 is None:
-            w3 = Web3(Web3.HTTPProvider(self.config.rpc_url, request_kwargs={"timeout": 10}))
+            # Request caching keeps eth_chainId (asked before every call and transaction) to one request.
+            w3 = Web3(
+                Web3.HTTPProvider(
+                    self.config.rpc_url,
+                    request_kwargs={"timeout": 10},
+                    cache_allowed_requests=True,
+                    cacheable_requests={RPCEndpoint("eth_chainId")},
+                )
+            )
             self._local.w3 = w3
         return cast(Web3, w3)
 

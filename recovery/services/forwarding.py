@@ -159,12 +159,13 @@ def replay_execute(task: RecoveryTask) -> Outcome:
     if announced.status_code != 200:
         return Outcome.retry(f"announcing the task failed: HTTP {announced.status_code} {announced.body}")
     boot_id = announced.boot_id
+    watched = _boot()  # once a replay: a boot that changes meanwhile gets every pending batch replayed again
     sent = 0
     for signature in Signature.objects.filter(
         batch_identifier=batch.identifier, status=SignatureStatus.VERIFIED
     ).order_by("id"):
         try:
-            answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
+            answer = aggregator_post_signature(signature_payload(signature), boot_id=watched)
         except AggregatorUnavailable as exc:
             return Outcome.retry(
                 f"signature {signature.id}: aggregator unavailable: {exc}", sent=sent, boot_id=boot_id
