@@ -116,6 +116,7 @@ CONTROL_PLANE_PROCESSES = (
     "cp-recovery",
     "cp-alerts",
     "cp-worker",
+    "cp-worker-2",
     "cp-worker-ops",
     "cp-rpc",
     "cp-web",

@@ -24,7 +24,7 @@ from chain.abi import TOPICS, batch_identifier, decode_log
 from devnet.anvil import free_port
 from devnet.components import aggregator_replace, component_start, component_stop, logs_dir
 from devnet.network import DevnetConfig, devnet_down, devnet_up
-from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers, standby_env
+from devnet.stack import CONTROL_PLANE_ENV, DEFAULT_WORKERS, ControlPlane, answers, standby_env
 from devnet.state import state_path
 
 BATCH_INTERVAL = 3.0
@@ -313,11 +313,16 @@ def scenario_run(
         elif name == "worker-kill" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)
             mid_job = _wait_for_running_recovery()
-            control_plane.stop_one("cp-worker", kill=True)
-            say("fault: RQ worker killed (SIGKILL)" + (" mid-job" if mid_job else ""))
+            for worker in DEFAULT_WORKERS:
+                control_plane.stop_one(worker, kill=True)
+            say(
+                "fault: every RQ worker of the default queue killed (SIGKILL)"
+                + (" mid-job" if mid_job else "")
+            )
             time.sleep(2.0)
-            control_plane.start_one("cp-worker")
-            say("fault healed: RQ worker restarted")
+            for worker in DEFAULT_WORKERS:
+                control_plane.start_one(worker)
+            say("fault healed: RQ workers restarted")
             fault_ended = time.monotonic()
         elif name == "ingest-down" and control_plane is not None:
             control_plane.stop_one("cp-ingest")

@@ -63,6 +63,9 @@ def answers(url: str) -> bool:
         return False
 
 
+DEFAULT_WORKERS = ("cp-worker", "cp-worker-2")
+
+
 class ControlPlane:
     """ingest, verifier, probe_operators, recovery, alerts, RQ workers, aggregator_rpc (given ``rpc_address``) and
     daphne, each logging to
@@ -85,7 +88,9 @@ class ControlPlane:
             "cp-prober": manage_py_args("probe_operators"),
             "cp-recovery": manage_py_args("recovery"),
             "cp-alerts": manage_py_args("alerts"),
-            "cp-worker": manage_py_args("rqworker", "default"),
+            # Two on the default queue: a recovery job mostly waits on the aggregator, and an aggregator restart
+            # replays every pending batch, one job each (measured: 20 replays in 5.0 s with two, 6.8 s with one).
+            **{name: manage_py_args("rqworker", "default") for name in DEFAULT_WORKERS},
             "cp-worker-ops": manage_py_args("rqworker", "operators"),
             # The operators' net/rpc (gob) intake, when they send over gob.
             **({"cp-rpc": manage_py_args("aggregator_rpc", "--listen", rpc_address)} if rpc_address else {}),

@@ -7,7 +7,7 @@ import queue
 import threading
 import uuid
 from http.server import ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -45,7 +45,8 @@ class AggregatorBase:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._jobs: queue.Queue[str | None] = queue.Queue()
-        self._local = threading.local()
+        self._web3: Web3 | None = None
+        self._web3_lock = threading.Lock()
         self._keys: dict[str, G2Point] = {}
         self._keys_g1: dict[bytes, G1Point] = {}
         self._stake_cache: dict[tuple[str, int], int] = {}
@@ -90,20 +91,20 @@ class AggregatorBase:
         )
 
     def _w3(self) -> Web3:
-        """A Web3 per thread (providers keep sessions that are not meant to be shared)."""
-        w3 = getattr(self._local, "w3", None)
-        if w3 is None:
-            # Request caching keeps eth_chainId (asked before every call and transaction) to one request.
-            w3 = Web3(
-                Web3.HTTPProvider(
-                    self.config.rpc_url,
-                    request_kwargs={"timeout": 10},
-                    cache_allowed_requests=True,
-                    cacheable_requests={RPCEndpoint("eth_chainId")},
+        """One Web3 for every thread: its HTTP provider keeps a session per thread itself. (A Web3 per thread was
+        one per HTTP connection, since the server runs a thread per connection, and so were its contract objects
+        and its eth_chainId.)"""
+        with self._web3_lock:  # not self._lock: callers may hold it
+            if self._web3 is None:
+                self._web3 = Web3(
+                    Web3.HTTPProvider(
+                        self.config.rpc_url,
+                        request_kwargs={"timeout": 10},
+                        cache_allowed_requests=True,
+                        cacheable_requests={RPCEndpoint("eth_chainId")},
+                    )
                 )
-            )
-            self._local.w3 = w3
-        return cast(Web3, w3)
+            return self._web3
 
     def _batch_state(self, identifier: str) -> tuple[int, bool]:
         """(taskCreatedBlock, responded) of a batch on chain; (0, False) when it does not exist."""
