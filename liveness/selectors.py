@@ -36,33 +36,23 @@ def operator_missed_batches(*, operator_id: str, since: datetime | None = None) 
     a window, so their cost does not grow with the operator's whole history.
     """
     operator_id = operator_id.lower()
-    down_then = OperatorStateChange.objects.filter(
-        operator_id=operator_id, state=OperatorState.DOWN, since__lte=OuterRef("first_seen_at")
-    ).filter(Q(until__isnull=True) | Q(until__gt=OuterRef("first_seen_at")))
     signed = Signature.objects.filter(
         batch_identifier=OuterRef("identifier"), operator_id=operator_id, status__in=SIGNED_STATUSES
     )
     # A batch it refused on purpose (a bad proof) was answered, not missed.
     refused = BatchRefusal.objects.filter(batch_identifier=OuterRef("identifier"), operator_id=operator_id)
-    batches = Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
+    # The down windows first (few, and fewer still overlapping ``since``), then the batches seen in them: a
+    # correlated check would walk every earlier window of the operator for each batch.
+    windows = OperatorStateChange.objects.filter(operator_id=operator_id, state=OperatorState.DOWN)
     if since is not None:
-        # The down windows overlapping the period first (few), then the batches seen in them: the correlated
-        # check would walk every earlier window of the operator for each batch.
-        windows = OperatorStateChange.objects.filter(
-            operator_id=operator_id, state=OperatorState.DOWN
-        ).filter(Q(until__isnull=True) | Q(until__gt=since))
-        during = Q(pk__in=[])
-        for window_since, window_until in windows.values_list("since", "until"):
-            seen = Q(first_seen_at__gte=max(since, window_since))
-            during |= seen & Q(first_seen_at__lt=window_until) if window_until else seen
-        return (
-            batches.filter(during)
-            .exclude(Exists(signed))
-            .exclude(Exists(refused))
-            .order_by("first_seen_at", "id")
-        )
+        windows = windows.filter(Q(until__isnull=True) | Q(until__gt=since))
+    during = Q(pk__in=[])
+    for window_since, window_until in windows.values_list("since", "until"):
+        seen = Q(first_seen_at__gte=max(since, window_since) if since is not None else window_since)
+        during |= seen & Q(first_seen_at__lt=window_until) if window_until else seen
     return (
-        batches.filter(Exists(down_then))
+        Batch.objects.filter(status__in=OPEN_BATCH_STATUSES)
+        .filter(during)
         .exclude(Exists(signed))
         .exclude(Exists(refused))
         .order_by("first_seen_at", "id")
