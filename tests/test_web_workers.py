@@ -230,6 +230,19 @@ def test_it_answers_from_every_worker_process_and_never_from_the_parent(tmp_path
         assert "server" not in response.headers  # uvicorn's Server header is off
 
 
+def test_it_serves_the_dashboards_static_files_itself_without_debug(tmp_path, env):
+    with serving(tmp_path, {**env, "DEBUG": "0"}) as server:
+        for path, kind in (
+            ("/static/vendor/htmx/htmx.min.js", "javascript"),
+            ("/static/dashboard/dashboard.css", "css"),
+        ):
+            response = requests.get(server.url + path, timeout=10)
+
+            assert response.status_code == 200, path
+            assert kind in response.headers["Content-Type"]
+            assert response.content
+
+
 def test_it_believes_no_forwarded_header_from_a_peer_that_is_no_trusted_proxy(tmp_path, env):
     # Two posts a minute per source, counted in Redis (shared by the workers). If the server believed
     # X-Forwarded-For, each post below would be a new source; it is 127.0.0.1 each time.
