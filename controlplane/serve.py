@@ -22,7 +22,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-APPLICATION = "controlplane.asgi:application"
 # The parent's PID, as its workers inherit it: a worker whose parent is no longer this process exits at once.
 PARENT_PID_ENV = "CONTROLPLANE_WEB_PARENT_PID"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -43,8 +42,8 @@ def web_command(host: str, port: int, workers: int | None = None) -> list[str]:
 def worker_application() -> Any:
     """uvicorn's application factory, called once in each worker as it starts: the worker is tied to its parent's
     life first, then gets the ASGI application (which sets up Django)."""
-    _die_with_parent()
     try:
+        _die_with_parent()
         from controlplane.asgi import application
     except Exception:
         # Exit as uvicorn does for an application that does not load: the parent then stops instead of

@@ -368,6 +368,29 @@ def test_it_refuses_a_bad_number_of_workers_in_one_line(tmp_path, env, variables
     assert not listening(port)
 
 
+def test_it_stops_with_a_failure_status_when_the_workers_cannot_load_the_application(tmp_path, env):
+    # Settings that load (the parent reads them) with an app that does not exist (only the workers set up Django).
+    (tmp_path / "broken_settings.py").write_text(
+        "from tests.settings import *  # noqa: F403\nINSTALLED_APPS = [*INSTALLED_APPS, 'no_such_app']  # noqa: F405\n"
+    )
+    broken = {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "broken_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+    server = start(tmp_path, broken, workers=WORKERS)
+    try:
+        status = server.process.wait(timeout=60)
+    finally:
+        if server.process.poll() is None:
+            stop_pid(server.process.pid)
+
+    assert status == 3, server.output()  # uvicorn's start-up failure, not a clean exit nor endless restarts
+    assert "the ASGI application did not load" in server.output()
+    assert "no_such_app" in server.output()
+    assert not listening(server.port)
+
+
 def test_it_runs_one_worker_per_usable_core_by_default(env):
     cores = sorted(os.sched_getaffinity(0))
     script = "from django.conf import settings; print(settings.WEB_WORKERS)"
