@@ -1,4 +1,4 @@
-# The control plane's one image: web (daphne), RQ worker, ingester, and the devnet (profile "devnet").
+# The control plane's one image: web (uvicorn's workers), RQ worker, ingester, and the devnet (profile "devnet").
 # Configuration comes only from the environment at run time (see docker-compose.yml); nothing secret is baked in.
 
 # npm dependencies (anvil binary for this platform, solc-js) from the lock file.
@@ -42,4 +42,5 @@ RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0 \
 
 USER app
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"]
+# uvicorn with WEB_WORKERS worker processes (default: one per core), serving HTTP and the live sockets.
+CMD ["python", "-m", "controlplane.serve", "--host", "0.0.0.0", "--port", "8000"]

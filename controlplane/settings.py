@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import warnings
 from pathlib import Path
@@ -35,7 +36,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -64,7 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Serves the dashboard's static files from the web process itself (daphne, DEBUG off included).
+    # Serves the dashboard's static files from the web process itself (uvicorn's workers, DEBUG off included).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,6 +75,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "controlplane.urls"
+# The web process (`python -m controlplane.serve`): uvicorn worker processes serving HTTP and the live sockets. Each
+# worker holds a database pool of its own (DB_POOL_MAX_SIZE connections at most). Default: one per usable core.
+WEB_WORKERS = env_int("WEB_WORKERS", len(os.sched_getaffinity(0)), minimum=1)
 WSGI_APPLICATION = "controlplane.wsgi.application"
 ASGI_APPLICATION = "controlplane.asgi.application"
 
@@ -399,6 +402,7 @@ METRICS_PUBLIC = env_bool("METRICS_PUBLIC", DEBUG)  # a DEBUG (local) control pl
 # Timeout of the scrape's one JSON-RPC call (the chain head); a slow or down chain never fails a scrape.
 METRICS_CHAIN_TIMEOUT = env_float("METRICS_CHAIN_TIMEOUT", 1.0, minimum=0.05)
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -406,7 +410,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         # The pool warns on every reconnect attempt during an outage; the loops say it once (controlplane.outages).

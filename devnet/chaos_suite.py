@@ -50,7 +50,8 @@ from devnet.scenarios import ChainWatch, wait_ready
 from devnet.stack import CONTROL_PLANE_ENV, ControlPlane, answers, standby_env
 from devnet.state import load_state
 
-# The loops this project runs: they must never exit by themselves (the RQ worker and daphne may; they are restarted).
+# The loops this project runs: they must never exit by themselves (the RQ worker and the web server may; they are
+# restarted).
 OWN_LOOPS = ("cp-ingest", "cp-verifier", "cp-prober", "cp-recovery", "cp-alerts")
 SETTLE_TIMEOUT = 300.0
 _NETWORK_SETTINGS = (

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from urllib.parse import urlparse
 import requests
 from django.conf import settings
 
+from controlplane.serve import web_command
 from controlplane.supervise import Supervisor
 from devnet.components import manage_py_args
 
@@ -68,7 +68,7 @@ DEFAULT_WORKERS = ("cp-worker", "cp-worker-2")
 
 class ControlPlane:
     """ingest, verifier, probe_operators, recovery, alerts, RQ workers, aggregator_rpc (given ``rpc_address``) and
-    daphne, each logging to
+    the web server (uvicorn's workers), each logging to
     ``logs/<name>.log``; a child that dies is started again (after 1, 2, 4 … s) and the restart is logged to
     ``logs/supervisor.log``."""
 
@@ -94,16 +94,7 @@ class ControlPlane:
             "cp-worker-ops": manage_py_args("rqworker", "operators"),
             # The operators' net/rpc (gob) intake, when they send over gob.
             **({"cp-rpc": manage_py_args("aggregator_rpc", "--listen", rpc_address)} if rpc_address else {}),
-            "cp-web": [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                parsed.hostname or "127.0.0.1",
-                "-p",
-                str(parsed.port or 8000),
-                "controlplane.asgi:application",
-            ],
+            "cp-web": web_command(parsed.hostname or "127.0.0.1", parsed.port or 8000),
         }
         self.supervisor = Supervisor(spawn=self._spawn, say=self._say, backoff_first=1.0, backoff_cap=10.0)
         self._watching = threading.Event()

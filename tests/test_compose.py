@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shlex
@@ -13,6 +14,8 @@ from typing import Any
 
 import yaml
 from django.core.management import get_commands, load_command_class
+
+from controlplane.serve import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -85,13 +88,23 @@ def test_it_defines_the_services_of_the_stack() -> None:
     assert services["devnet"]["profiles"] == ["devnet"]
     for name in ("web", "worker", "ingest"):
         assert "profiles" not in services[name], name
-    assert ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"] in _argvs(
-        services["web"]
-    )
+    # The image's python runs what web_command builds everywhere else.
+    assert ["python", *web_command("0.0.0.0", 8000)[1:]] in _argvs(services["web"])
     assert ["python", "manage.py", "rqworker", "default", "--with-scheduler"] in _argvs(services["worker"])
     assert ["python", "manage.py", "rqworker", "operators"] in _argvs(services["worker-operators"])
     assert ["python", "manage.py", "ingest"] in _argvs(services["ingest"])
     assert ["python", "manage.py", "migrate", "--noinput"] in _argvs(services["web"])
+
+
+def test_it_runs_the_web_server_that_web_command_builds_in_the_image_and_in_compose() -> None:
+    expected = ["python", *web_command("0.0.0.0", 8000)[1:]]
+    cmd = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("CMD ")]
+
+    assert len(cmd) == 1
+    assert json.loads(cmd[0].removeprefix("CMD ")) == expected
+    assert expected in _argvs(_services()["web"])
+    # The number of workers is the operator's to set, through the environment like every other setting.
+    assert _environment(_services()["web"])["WEB_WORKERS"] == "${WEB_WORKERS:-}"
 
 
 def test_it_runs_only_management_commands_that_exist_with_arguments_they_accept() -> None:

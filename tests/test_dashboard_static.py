@@ -1,4 +1,4 @@
-"""The dashboard's static side: vendored htmx/uPlot match the pinned packages, daphne serves them, no CDN."""
+"""The dashboard's static side: vendored htmx/uPlot match the pinned packages, the web app serves them, no CDN."""
 
 from __future__ import annotations
 

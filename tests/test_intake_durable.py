@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from controlplane.serve import web_command
 from devnet.anvil import free_port
 from intake.models import Signature, SignatureStatus
 from tests.chain_fixtures import net_deploy, signed_response
@@ -28,7 +28,7 @@ def test_it_keeps_an_acknowledged_signature_when_the_server_is_killed(anvil):
     port = free_port()
     env = {**net.env(), "REDIS_URL": "redis://127.0.0.1:6379/15"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
+        web_command("127.0.0.1", port, workers=2),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

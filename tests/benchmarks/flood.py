@@ -1,5 +1,5 @@
 """Intake under a flood of forgeries: time to quorum of one batch, with and without 1,000 forged posts in one
-operator's name (from 1,000 addresses, through a trusted proxy), on a real daphne and verifier."""
+operator's name (from 1,000 addresses, through a trusted proxy), on a real web server and verifier."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Live-update latency: from a committed signature to the websocket frame in a real browser.
 
-Real daphne, real Postgres and Redis channel layer, Debian's chromium driven by Playwright on a batch page.
+The real web server, real Postgres and Redis channel layer, Debian's chromium driven by Playwright on a batch page.
 Each sample posts one real signature to the intake (its 202 is sent after the commit) and waits for the browser to
 receive the matching ``signature.accepted`` frame. Measured in the same run: one plain HTTP round trip (GET
 /healthz) and the intake POST's own round trip.

@@ -2,6 +2,8 @@
 
 ingest: backfill of >= 10,000 real NewBatchV3 logs from anvil into the ledger by the real Ingester, next to the
 raw limit (one eth_getLogs + the same decoder + one COPY into a bare table, no ORM, no ledger).
+intake: signatures posted (HTTP JSON), stored and verified end to end per pairing backend, next to one py-ecc
+verify per signature; and with one web worker next to WEB_WORKERS workers.
 live: websocket latency from a committed signature to the frame in chromium, next to a plain HTTP round trip.
 bls: verifying N signatures of one batch one pairing check each, next to one aggregated check.
 flood: time to quorum of one batch with 1,000 forged posts in one operator's name, next to none.

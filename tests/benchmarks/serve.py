@@ -1,4 +1,4 @@
-"""The web server (daphne) and, when asked, the verifier, as the benchmarks run them: one copy for all."""
+"""The web server (uvicorn's workers) and, when asked, the verifier, as the benchmarks run them: one copy for all."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from controlplane.processes import stop_pid
+from controlplane.serve import web_command
 from devnet.anvil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -31,15 +32,16 @@ def http_wait(url: str, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def served(*, env: dict[str, str], verifier: bool = False) -> Iterator[str]:
-    """daphne on a free port with ``env`` (and the verifier loop, if asked); yields the base URL once it answers,
-    and stops both by PID after. BENCH_WEB_LOG=path keeps the web server's log."""
+def served(*, env: dict[str, str], verifier: bool = False, workers: int | None = None) -> Iterator[str]:
+    """The web server on a free port with ``env`` and ``workers`` worker processes (unset: WEB_WORKERS), and the
+    verifier loop if asked; yields the base URL once it answers, and stops both by PID after. BENCH_WEB_LOG=path
+    keeps the web server's log."""
     base = f"http://127.0.0.1:{free_port()}"
     log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
-    port = base.rsplit(":", 1)[1]
+    port = int(base.rsplit(":", 1)[1])
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "controlplane.asgi:application"],
+            web_command("127.0.0.1", port, workers=workers),
             env=env,
             cwd=ROOT,
             stdout=log,

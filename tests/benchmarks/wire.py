@@ -1,6 +1,6 @@
 """Intake over the operators' own wire protocol (Go net/rpc, gob) against JSON over HTTP, in the same run.
 
-The same precomputed signed responses are accepted and stored (no verifier running) once through daphne's
+The same precomputed signed responses are accepted and stored (no verifier running) once through the web server's
 ``POST /api/v1/signatures`` and once through ``aggregator_rpc``, each by the same number of client threads,
 each thread keeping one connection (as an operator does). Printed: signatures/s each way and their ratio.
 """
@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
+from django.conf import settings
 from django.db import connection
 
 from controlplane.netrpc import Client
@@ -111,5 +112,5 @@ def bench_wire(*, env: dict[str, str], bodies: list[dict[str, Any]], clients: in
     json_rate = run_json(env=child_env, bodies=bodies, clients=clients)
     gob_rate = run_gob(env=child_env, bodies=bodies, clients=clients)
     print(f"wire: {len(bodies)} signatures accepted and stored by {clients} clients, one connection each")
-    print(f"  JSON over HTTP (daphne):       {json_rate:7.0f} signatures/s")
+    print(f"  JSON over HTTP ({settings.WEB_WORKERS} web workers): {json_rate:7.0f} signatures/s")
     print(f"  Go net/rpc (aggregator_rpc):   {gob_rate:7.0f} signatures/s = {gob_rate / json_rate:.2f}x JSON")

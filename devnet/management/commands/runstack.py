@@ -28,6 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from controlplane.serve import web_command
 from controlplane.supervise import Supervisor
 from devnet.state import DevnetStateError, load_state, state_path
 
@@ -191,10 +192,7 @@ class Command(BaseCommand):
         self._spawn("worker", self._manage_py("rqworker", "default", "--with-scheduler"))
         self._spawn("worker-ops", self._manage_py("rqworker", "operators"))
         self._spawn("aggregator-rpc", self._manage_py("aggregator_rpc", "--listen", f"{host}:{rpc_port}"))
-        self._spawn(
-            "web",
-            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "controlplane.asgi:application"],
-        )
+        self._spawn("web", web_command(host, port))
         self._write_runstack_file(port=port)
         url = f"http://{host}:{port}"
         self._wait_ready(url)
