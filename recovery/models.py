@@ -10,7 +10,7 @@ from controlplane.fields import HexField, WeiField
 
 
 class RecoveryKind(models.TextChoices):
-    # Deliver one verified signature to the current aggregator; done on its acknowledgement.
+    # Deliver a batch's verified signatures to the current aggregator; done on their acknowledgement.
     FORWARD = "forward", "Forward verified signatures"
     # Announce a pending batch's task to the current aggregator and (re)send its verified signatures.
     REPLAY = "replay", "Replay a batch to the aggregator"
@@ -35,8 +35,9 @@ class RecoveryTask(models.Model):
     """One unit of recovery work. At most one open task per (kind, subject); claimed with a lease."""
 
     kind = models.CharField(max_length=16, choices=RecoveryKind.choices)
-    # A signature id (forward), a batch identifier (replay) or an operatorId (catch-up).
-    subject = models.CharField(max_length=100)  # a batch, an operator, or a batch:first signature (forward)
+    # batch:first signature id (forward, one per batch and verifier pass), a batch identifier (replay, respond) or
+    # an operatorId (catch-up).
+    subject = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=RecoveryStatus.choices, default=RecoveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField()

@@ -68,15 +68,16 @@ def _announce(batch: Batch) -> AggregatorAnswer:
     )
 
 
-def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
+def signature_deliver(*, signature: Signature, batch: Batch, watched: str | None = None) -> Outcome:
     """Send one verified signature; on an unknown or expired task, announce it, send again, and replay the batch.
 
     An aggregator that did not know the task has lost whatever it held of it (it expired the task, or it
     restarted), including signatures this boot acknowledged before: only a replay of every verified signature
-    gives them back, so one is requested.
+    gives them back, so one is requested. ``watched`` is the boot the watch saw, when the caller has read it.
     """
+    watched = _boot() if watched is None else watched
     try:
-        answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
+        answer = aggregator_post_signature(signature_payload(signature), boot_id=watched)
         if answer.status_code in (404, 410) and answer.code in ("unknown_task", "task_expired"):
             announced = _announce(batch)
             if announced.status_code != 200:
@@ -89,7 +90,7 @@ def signature_deliver(*, signature: Signature, batch: Batch) -> Outcome:
                 reason=f"the aggregator (boot {announced.boot_id[:8]}) had dropped the task ({answer.code})",
                 urgent=True,
             )
-            answer = aggregator_post_signature(signature_payload(signature), boot_id=_boot())
+            answer = aggregator_post_signature(signature_payload(signature), boot_id=watched)
     except AggregatorUnavailable as exc:
         return Outcome.retry(f"aggregator unavailable: {exc}")
     if answer.status_code == 200 and answer.code in ACKNOWLEDGED:
@@ -120,7 +121,7 @@ def forward_execute(task: RecoveryTask) -> Outcome:
     batch = Batch.objects.filter(identifier=identifier).first()
     if batch is None or batch.status != BatchStatus.PENDING:
         return Outcome.cancel(f"the batch is {batch.status if batch else 'gone'}: nothing to forward")
-    boot_id = _boot()
+    boot_id = watched = _boot()
     undelivered = _undelivered(batch_identifier=identifier, boot_id=boot_id)
     if not undelivered:
         return Outcome.done(f"every verified signature already acknowledged by boot {boot_id[:8]}", sent=0)
@@ -132,7 +133,7 @@ def forward_execute(task: RecoveryTask) -> Outcome:
         return Outcome.retry("the batch's open replay sends it")
     sent = 0
     for signature in undelivered:
-        outcome = signature_deliver(signature=signature, batch=batch)
+        outcome = signature_deliver(signature=signature, batch=batch, watched=watched)
         if outcome.action != "done":
             return Outcome.retry(f"signature {signature.id}: {outcome.detail}", sent=sent)
         boot_id = str((outcome.result or {}).get("boot_id") or boot_id)
