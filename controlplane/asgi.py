@@ -1,5 +1,6 @@
-"""ASGI entry point: HTTP goes to Django; websockets to the live-update consumers, after the origin check (the
-Origin header must name an allowed host) and the session auth (the consumer decides who may listen)."""
+"""ASGI entry point: HTTP goes to Django, but for the signature intake (``intake.asgi``); websockets to the
+live-update consumers, after the origin check (the Origin header must name an allowed host) and the session auth
+(the consumer decides who may listen)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from controlplane.body_limit import BodyLimitMiddleware  # noqa: E402
 from dashboard.live.routing import websocket_urlpatterns  # noqa: E402
+from intake.asgi import IntakeEndpoint  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # Bodies over their limit are refused before Django buffers them.
-        "http": BodyLimitMiddleware(django_application),
+        # Bodies over their limit are refused before the intake or Django buffers them.
+        "http": BodyLimitMiddleware(IntakeEndpoint(django_application)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

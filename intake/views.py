@@ -1,8 +1,15 @@
-"""POST /api/v1/signatures — a thin adapter: size limit, parse, store, then acknowledge."""
+"""POST /api/v1/signatures — a thin adapter: size limit, parse, store, then acknowledge.
+
+``signature_answer`` is the whole endpoint minus the HTTP framework: the Django view below and the ASGI fast path
+(``intake.asgi``, what the web server runs) both answer with it.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -14,33 +21,34 @@ from intake.parse import IntakeError, SignedResponse, signed_response_parse
 from intake.services import signature_receive
 
 
-def _error(exc: IntakeError) -> JsonResponse:
-    response = JsonResponse(exc.as_json(), status=exc.status)
-    if exc.retry_after is not None:
-        response["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return response
+@dataclass(frozen=True)
+class IntakeAnswer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-@csrf_exempt  # operators are machines posting JSON, not browsers holding a session
-@require_POST
-def signature_create(request: HttpRequest) -> JsonResponse:
-    def body() -> SignedResponse:
-        limit = int(settings.INTAKE_MAX_BODY_BYTES)
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        raw = request.read(limit + 1) if declared <= limit else b""
+def signature_answer(*, meta: Mapping[str, object], raw: bytes) -> IntakeAnswer:
+    """The answer to one posted body: 202 once stored, else the refusal (``{"error", "field"}``, Retry-After)."""
+    limit = int(settings.INTAKE_MAX_BODY_BYTES)
+    try:
+        declared = int(str(meta.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        declared = 0
+
+    def parse() -> SignedResponse:
         if declared > limit or len(raw) > limit:
             raise IntakeError(f"body is larger than {limit} bytes", status=413)
         return signed_response_parse(raw)
 
     try:
-        response, result = signature_receive(source=client_address(request.META), parse=body)
+        response, result = signature_receive(source=client_address(meta), parse=parse)
     except IntakeError as exc:
-        return _error(exc)
-    return JsonResponse(
-        {
+        headers = {} if exc.retry_after is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return IntakeAnswer(status=exc.status, body=exc.as_json(), headers=headers)
+    return IntakeAnswer(
+        status=202,
+        body={
             "status": result.status,
             "signatureId": result.signature_id,
             "signatureStatus": result.signature_status,
@@ -48,5 +56,15 @@ def signature_create(request: HttpRequest) -> JsonResponse:
             "batchIdentifierHash": response.batch_identifier,
             "operatorId": response.operator_id,
         },
-        status=202,
     )
+
+
+@csrf_exempt  # operators are machines posting JSON, not browsers holding a session
+@require_POST
+def signature_create(request: HttpRequest) -> JsonResponse:
+    limit = int(settings.INTAKE_MAX_BODY_BYTES)
+    answer = signature_answer(meta=request.META, raw=request.read(limit + 1))
+    response = JsonResponse(answer.body, status=answer.status)
+    for name, value in answer.headers.items():
+        response[name] = value
+    return response
