@@ -46,23 +46,24 @@ def _hex32(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
-_LOOKUP = f"""
-SELECT o.registered, b.task_created_block, o.socket,
-    {stake_at_block_sql(operator="o.operator_id", block="b.task_created_block")}
-FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %s
-WHERE o.operator_id = %s
-"""
-
 # Unverified signatures per (batch, operator) are bounded twice: INTAKE_MAX_UNVERIFIED in all, and one per source
 # address, so a forger (however fast it posts) holds at most one place per address. The operator itself, posting
 # from the address of its registered socket, is not bound (only INTAKE_RATE limits an address): many forgers
 # cannot crowd it out. Anyone else over the bound gets 429 with Retry-After until verification settles what waits.
 # Submissions for one (batch, operator) are serialised by a transaction-scoped advisory lock, so the bound on
 # unverified ones holds under concurrency; honest submissions of different operators never wait for each other.
-_PAIR_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# The lock is taken by the lookup, a statement before the insert's: a statement sees what committed before it began,
+# so the count must come from a later statement than the wait for the lock.
+_LOOKUP = f"""
+SELECT o.registered, b.task_created_block, o.socket,
+    {stake_at_block_sql(operator="o.operator_id", block="b.task_created_block")},
+    pg_advisory_xact_lock(hashtextextended(%(pair)s, 0))::text
+FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %(batch)s
+WHERE o.operator_id = %(operator)s
+"""
 
-# In one round trip: an identical earlier submission (a duplicate), how many of the pair are unverified, and the
-# insert when it is neither a duplicate nor over the bound.
+# In one round trip: an identical earlier submission (a duplicate), how many of the pair are unverified, the
+# insert when it is neither a duplicate nor over the bound, and the verifiers' wake-up for a pending one.
 _INSERT = """
 WITH same AS (
     SELECT id, status, conflicting FROM monitoring_signature
@@ -78,9 +79,12 @@ WITH same AS (
         AND (%(own)s OR ((SELECT from_source FROM unverified) = 0 AND (SELECT n FROM unverified) < %(bound)s))
     ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
     RETURNING id
+), notified AS (
+    SELECT pg_notify(%(channel)s, %(batch)s)::text FROM inserted WHERE %(status)s = 'pending'
 )
 SELECT (SELECT id FROM inserted), (SELECT id FROM same), (SELECT status FROM same),
-    (SELECT conflicting FROM same), (SELECT n FROM unverified), (SELECT from_source FROM unverified)
+    (SELECT conflicting FROM same), (SELECT n FROM unverified), (SELECT from_source FROM unverified),
+    (SELECT count(*) FROM notified)
 """
 
 # Seconds a submitter over the bound is told to wait: about a verifier round.
@@ -119,11 +123,18 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
     """
     sig_x, sig_y = _hex32(response.signature.x), _hex32(response.signature.y)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_LOOKUP, [response.batch_identifier, response.operator_id])
+        cursor.execute(
+            _LOOKUP,
+            {
+                "batch": response.batch_identifier,
+                "operator": response.operator_id,
+                "pair": response.batch_identifier + response.operator_id,
+            },
+        )
         found = cursor.fetchone()
         if found is None:
             raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-        registered, task_created_block, socket, stake = found
+        registered, task_created_block, socket, stake, _ = found
         if task_created_block is not None:
             if not stake or stake <= 0:
                 raise IntakeError(
@@ -135,7 +146,6 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
         else:
             status = SignatureStatus.WAITING
 
-        cursor.execute(_PAIR_LOCK, [response.batch_identifier + response.operator_id])
         cursor.execute(
             _INSERT,
             {
@@ -150,11 +160,12 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
                 "bound": int(settings.INTAKE_MAX_UNVERIFIED),
                 # The operator posting from its registered node's address always has a place of its own.
                 "own": bool(source) and _socket_address(str(socket or "")) == source,
+                "channel": NOTIFY_CHANNEL,
             },
         )
         row = cursor.fetchone()
         assert row is not None
-        inserted_id, same_id, same_status, same_conflicting, unverified, from_source = row
+        inserted_id, same_id, same_status, same_conflicting, unverified, from_source, _ = row
         if same_id is not None:
             return SubmitResult(
                 status="duplicate",
@@ -175,8 +186,6 @@ def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitRes
                 status=429,
                 retry_after=UNVERIFIED_RETRY_AFTER,
             )
-        if status == SignatureStatus.PENDING:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, response.batch_identifier])
         change_announce(
             signature_accepted,
             signature_id=int(inserted_id),

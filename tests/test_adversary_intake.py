@@ -4,15 +4,20 @@ change an operator's state, and are recorded against their own address."""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import connection as db_connection
 
 from bls import G1Point, g1_mul
 from intake.jobs import intake_sweep
 from intake.models import Signature, SignatureStatus
+from intake.parse import IntakeError, signed_response_parse
+from intake.services import signature_submit
 from liveness.models import OperatorLiveness
 from progress.models import BatchProgress
 from tests.chain_fixtures import Net, net_deploy, signed_response
@@ -155,3 +160,42 @@ def test_it_reaches_quorum_while_a_thousand_forgeries_flood_one_operator(
     assert Signature.objects.filter(status=SignatureStatus.VERIFIED).count() == 4
     progress = BatchProgress.objects.get()
     assert progress.quorum_reached_at is not None
+
+
+def race(bodies: list[Any], sources: list[str]) -> list[str]:
+    """Submit every body at the same instant, each from its source, each on its own connection: the answers."""
+    gate = threading.Barrier(len(bodies))
+
+    def submit(body: Any, source: str) -> str:
+        gate.wait()
+        try:
+            return signature_submit(response=body, source=source).status
+        except IntakeError as exc:
+            return str(exc.status)
+        finally:
+            db_connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return sorted(pool.map(submit, bodies, sources))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_holds_the_bound_on_unverified_forgeries_when_they_arrive_at_the_same_instant(
+    network: tuple[Net, bytes],
+) -> None:
+    """Posts in one operator's name race each other from many addresses: the pair's lock must make each count
+    see the ones committed before it, or a burst stores more than INTAKE_MAX_UNVERIFIED."""
+    net, root = network
+    operator_id = net.state["operators"][2]["operator_id"]
+    bound = int(django_settings.INTAKE_MAX_UNVERIFIED)
+    for round_ in range(5):
+        bodies = [
+            signed_response_parse(json.dumps(forged(net, root, operator=2, n=100 * round_ + n)).encode())
+            for n in range(8)
+        ]
+        answers = race(bodies, [f"198.51.{round_}.{n}" for n in range(len(bodies))])
+        assert answers == ["429"] * (len(bodies) - bound) + ["accepted"] * bound
+        assert (
+            Signature.objects.filter(operator_id=operator_id, status=SignatureStatus.PENDING).count() == bound
+        )
+        Signature.objects.filter(operator_id=operator_id).update(status=SignatureStatus.INVALID)
