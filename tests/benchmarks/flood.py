@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
 from django.db import connection
 
 from bls import G1Point, g1_mul
 from tests.benchmarks.intake import precompute
-from tests.benchmarks.serve import served
+from tests.benchmarks.serve import JsonPoster, served
 from tests.chain_fixtures import Net
 
 FORGERIES = 1000
@@ -55,14 +53,11 @@ def time_to_quorum(*, env: dict[str, str], honest: list[dict[str, Any]], flood: 
         "INTAKE_RATE": "100000000/min",
         "TRUSTED_PROXIES": "127.0.0.1",  # each forged post names its own address, as a botnet would have
     }
-    sessions: dict[int, requests.Session] = {}
     with served(env=child_env, verifier=True) as base:
-        url = f"{base}/api/v1/signatures"
+        poster = JsonPoster(f"{base}/api/v1/signatures")
 
         def post(payload: str, address: str) -> int:
-            session = sessions.setdefault(threading.get_ident(), requests.Session())
-            headers = {"Content-Type": "application/json", "X-Forwarded-For": address}
-            return session.post(url, data=payload, headers=headers, timeout=30).status_code
+            return poster.post(payload, {"X-Forwarded-For": address})
 
         identifier = honest[0]["batchIdentifierHash"]
         with ThreadPoolExecutor(max_workers=8) as forgers, ThreadPoolExecutor(max_workers=4) as operators:
@@ -78,6 +73,7 @@ def time_to_quorum(*, env: dict[str, str], honest: list[dict[str, Any]], flood: 
                 time.sleep(0.01)
             reached = time.perf_counter() - started
             statuses = [f.result() for f in flooding]
+        poster.close()
         assert set(statuses) <= {202, 429}, set(statuses)
         return reached
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.db import connection
 
 from bls import keypair_from_secret, verify
-from tests.benchmarks.serve import served
+from tests.benchmarks.serve import JsonPoster, served
 from tests.chain_fixtures import Net
 
 
@@ -95,18 +93,12 @@ def run_intake(
     with served(env=child_env, verifier=verify, workers=workers) as base:
         url = f"{base}/api/v1/signatures"
         payloads = [json.dumps(b) for b in bodies]
-        sessions: dict[int, requests.Session] = {}
-
-        def post(payload: str) -> int:
-            session = sessions.setdefault(threading.get_ident(), requests.Session())
-            return session.post(
-                url, data=payload, headers={"Content-Type": "application/json"}, timeout=30
-            ).status_code
-
+        poster = JsonPoster(url)
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            statuses = list(pool.map(post, payloads))
+            statuses = list(pool.map(poster.post, payloads))
         accepted_at = time.perf_counter()
+        poster.close()
         assert statuses.count(202) == len(bodies), f"not all accepted: {set(statuses)}"
         while verify and _count("verified") < len(bodies):
             if time.perf_counter() - started > 900:

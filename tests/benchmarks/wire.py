@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.db import connection
 
@@ -25,7 +24,7 @@ from controlplane.processes import stop_pid
 from devnet.anvil import free_port
 from intake.parse import signed_response_parse
 from intake.wire import METHOD, SIGNED_TASK_RESPONSE, signed_response_to_gob
-from tests.benchmarks.serve import ROOT, served
+from tests.benchmarks.serve import ROOT, JsonPoster, served
 
 
 def _clear() -> None:
@@ -55,15 +54,9 @@ def _in_threads(clients: int, work: list[Any], send: Any) -> float:
 def run_json(*, env: dict[str, str], bodies: list[dict[str, Any]], clients: int) -> float:
     _clear()
     with served(env=env) as base:
-        url = f"{base}/api/v1/signatures"
-        sessions: dict[int, requests.Session] = {}
-
-        def post(body: str) -> bool:
-            session = sessions.setdefault(threading.get_ident(), requests.Session())
-            answer = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
-            return answer.status_code == 202
-
-        elapsed = _in_threads(clients, [json.dumps(b) for b in bodies], post)
+        poster = JsonPoster(f"{base}/api/v1/signatures")
+        elapsed = _in_threads(clients, [json.dumps(b) for b in bodies], lambda body: poster.post(body) == 202)
+        poster.close()
     assert _stored() == len(bodies)
     return len(bodies) / elapsed
 
