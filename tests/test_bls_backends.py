@@ -35,6 +35,7 @@ from bls import (
     g2_mul,
     g2_neg,
     hash_to_g1,
+    keypair_from_secret,
     keypair_from_seed,
     pairing_backend,
 )
@@ -187,3 +188,24 @@ def test_it_benchmarks_naive_and_aggregated_verification_per_backend() -> None:
     assert report["naive_py_ecc_ms"] > 0
     assert report["aggregated_py_ecc_ms"] > 0
     assert (report["aggregated_fast_ms"] is not None) is HAS_PYREVM
+
+
+@pytest.mark.parametrize("name", ["py-ecc", pytest.param("pyrevm", marks=needs_pyrevm)])
+def test_it_tells_a_g2_point_outside_the_subgroup_from_a_key_exactly_as_py_ecc_does(name: str) -> None:
+    backend = pairing_backend(name)
+    x, y = _twist_point_outside_subgroup()
+    outside = G2Point(x, y)
+    key = keypair_from_secret(0xC0FFEE).public_key_g2
+    assert backend.g2_in_subgroup(outside) is False
+    assert backend.g2_in_subgroup(key) is True
+    assert backend.g2_in_subgroup(G2_INFINITY) is True
+    # What the verifier parses operator keys with: the backend's check, the same refusal.
+    (x_imag, x_real), (y_imag, y_real) = outside.to_evm()
+    encoded = {"X": [hex(x_imag), hex(x_real)], "Y": [hex(y_imag), hex(y_real)]}
+    with pytest.raises(InvalidPoint, match="not in G2 subgroup"):
+        G2Point.from_hex(encoded, in_subgroup=backend.g2_in_subgroup)
+    (x_imag, x_real), (y_imag, y_real) = key.to_evm()
+    parsed = G2Point.from_hex(
+        {"X": [hex(x_imag), hex(x_real)], "Y": [hex(y_imag), hex(y_real)]}, in_subgroup=backend.g2_in_subgroup
+    )
+    assert parsed == key

@@ -213,6 +213,9 @@ class CountingBackend:
         self.pairs.append(len(pairs))
         return self.inner.pairing_check(pairs)
 
+    def g2_in_subgroup(self, point: G2Point) -> bool:
+        return self.inner.g2_in_subgroup(point)
+
 
 def _by_message(
     keys: list[KeyPair], *, messages: int, forged: frozenset[tuple[int, int]] = frozenset()
