@@ -6,6 +6,7 @@ so a malformed log raises DecodeError instead of producing a wrong row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,11 +131,15 @@ def _with_unsafe(args: dict[str, Any], unsafe: dict[str, str]) -> dict[str, Any]
     return {**args, "_unsafe": unsafe} if unsafe else args
 
 
+# A regex, not a per-character check: every log of a backfill goes through here (a sixth of its decoding time).
+_TOPIC_HEX = re.compile(r"0x[0-9a-f]{64}")
+
+
 def _topic(topics: tuple[str, ...], index: int) -> str:
     if len(topics) <= index:
         raise DecodeError(f"log has no topic {index}")
     topic = topics[index].lower()
-    if len(topic) != 66 or not topic.startswith("0x") or any(c not in "0123456789abcdef" for c in topic[2:]):
+    if not _TOPIC_HEX.fullmatch(topic):
         raise DecodeError(f"topic {index} is not 32 bytes of hex")
     return topic
 
