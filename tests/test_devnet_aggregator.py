@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -381,3 +382,28 @@ def test_it_serves_net_rpc_with_upstreams_semantics(
         nil["BlsSignature"] = {}
         with pytest.raises(RpcError, match="nil signature"):
             client.call(METHOD, SIGNED_TASK_RESPONSE, nil)
+
+
+def test_it_responds_to_tasks_reaching_quorum_together_each_once_on_a_nonce_of_its_own(
+    net, make_node, caplog
+):
+    """Responses are built several at a time (SUBMIT_THREADS) but sent one after another: every task gets one
+    transaction, the account's nonces advance by exactly that many, and no send collides with another."""
+    caplog.set_level(logging.INFO, logger="devnet.aggregator")
+    node = make_node()
+    roots = [_new_root(net) for _ in range(8)]
+    for root in roots:
+        _wait(lambda root=root: _task(node, root))
+    nonce_before = net.w3.eth.get_transaction_count(node.account.address)
+
+    def sign_all(root: bytes) -> list[int]:
+        return [_sign(node, net, root, operator).status_code for operator in (1, 2, 3)]
+
+    with ThreadPoolExecutor(max_workers=len(roots)) as pool:
+        assert list(pool.map(sign_all, roots)) == [[200, 200, 200]] * len(roots)
+    for root in roots:
+        _wait(lambda root=root: (t := _task(node, root)) and t["responded"] and t["txHash"], timeout=30)
+    assert [len(_verified_logs(net, root)) for root in roots] == [1] * len(roots)
+    assert len({_held(node, root)["txHash"] for root in roots}) == len(roots)
+    assert net.w3.eth.get_transaction_count(node.account.address) == nonce_before + len(roots)
+    assert "failed" not in caplog.text, "a response's send collided with another's nonce"

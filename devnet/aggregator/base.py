@@ -25,6 +25,7 @@ from chain import AdaptiveRange, ChainClient
 from controlplane.netrpc import RpcServer
 from devnet import contracts
 from devnet.aggregator.common import (
+    SUBMIT_THREADS,
     AggregatorConfig,
     Task,
 )
@@ -45,6 +46,9 @@ class AggregatorBase:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._jobs: queue.Queue[str | None] = queue.Queue()
+        # Held from a response's first nonce to its receipt: a retry reuses its nonce to replace a stuck transaction,
+        # which another response's send in between would take.
+        self._send_lock = threading.Lock()
         self._web3: Web3 | None = None
         self._web3_lock = threading.Lock()
         self._keys: dict[str, G2Point] = {}
@@ -69,7 +73,8 @@ class AggregatorBase:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every thread; all tasks and partial aggregates are dropped (deliberately)."""
         self._stop.set()
-        self._jobs.put(None)
+        for _ in range(SUBMIT_THREADS):
+            self._jobs.put(None)
         for server in (self._server, self._rpc_server):
             if server is not None:
                 server.shutdown()

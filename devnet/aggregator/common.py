@@ -30,6 +30,10 @@ DEFAULT_RECEIPT_TIMEOUT = 30.0
 DEFAULT_UNKNOWN_TASK_WAIT = 5.0
 QUORUM_PERCENTAGE = contracts.QUORUM_THRESHOLD_PERCENTAGE  # 67
 SUBMIT_ATTEMPTS = 5
+# Tasks responded to at once, as Aligned's aggregator does (a goroutine per task): building a response (the state
+# at the task's block, the non-signer indices, a gas estimate) is read-only and overlaps; sending takes a lock,
+# since every response shares the aggregator's account and its nonces.
+SUBMIT_THREADS = 4
 FEE_BUMP_NUMERATOR = 5  # x1.25 per retry (a replacement needs >= +10% on both fees)
 FEE_BUMP_DENOMINATOR = 4
 PRIORITY_FEE = 10**9  # 1 gwei

@@ -10,6 +10,7 @@ from typing import Any
 from controlplane.loops import stop_on_signals
 from controlplane.netrpc import rpc_serve
 from devnet.aggregator.api import Api
+from devnet.aggregator.common import SUBMIT_THREADS
 from devnet.aggregator.responder import Responder
 from devnet.aggregator.rpc import RpcApi
 from devnet.http import serve
@@ -45,7 +46,7 @@ class AggregatorNode(Responder, Api, RpcApi):
         for name, target in (
             ("aggregator-follow", self._follow_loop),
             ("aggregator-expire", self._expire_loop),
-            ("aggregator-submit", self._submit_loop),
+            *((f"aggregator-submit-{n}", self._submit_loop) for n in range(SUBMIT_THREADS)),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

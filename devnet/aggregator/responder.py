@@ -1,4 +1,4 @@
-"""The responder: respondToTaskV2 once a task holds 67% of the stake, one submission at a time."""
+"""The responder: respondToTaskV2 once a task holds 67% of the stake, SUBMIT_THREADS tasks at a time."""
 
 from __future__ import annotations
 
@@ -159,56 +159,66 @@ class Responder(TaskStore):
         """Send ``function`` with one nonce, bumping the fees on transport failures.
 
         A retry reuses the nonce, so it replaces a transaction stuck in the mempool rather than queueing
-        behind it. Returns the receipt, or None when the batch turned out responded (an earlier attempt was
-        mined). Raises ContractRevertError on a revert and _GaveUp after SUBMIT_ATTEMPTS failures.
+        behind it; the send lock is held from the nonce to the end, so no other response takes it meanwhile.
+        The gas estimate (the whole response, run on the pending state) comes before the lock. Returns the
+        receipt, or None when the batch turned out responded (an earlier attempt was mined). Raises
+        ContractRevertError on a revert and _GaveUp after SUBMIT_ATTEMPTS failures.
         """
         base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
         max_fee = 2 * base_fee + PRIORITY_FEE
         priority_fee = PRIORITY_FEE
         nonce: int | None = None
         gas: int | None = None
-        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
-            try:
-                if gas is None:
-                    gas = self._estimate_gas(function)
-                if nonce is None:
-                    nonce = w3.eth.get_transaction_count(self.account.address, "pending")
-                return self._send_once(
-                    w3, function, nonce=nonce, gas=gas, max_fee=max_fee, priority_fee=priority_fee
-                )
-            except ContractRevertError:
-                raise
-            except Exception as exc:
-                if self._stop.is_set():
-                    raise _GaveUp from exc
+        holding = False
+        try:
+            for attempt in range(1, SUBMIT_ATTEMPTS + 1):
                 try:
-                    _, responded = self._batch_state(identifier)
-                except Exception:
-                    responded = False
-                if responded:
-                    return None
-                if "nonce too low" in str(exc).lower():
-                    nonce = None
-                if attempt == SUBMIT_ATTEMPTS:
-                    logger.error(
-                        "respondToTaskV2 for batch %s failed %d times (last: %s); trying again in %gs",
-                        root,
-                        attempt,
-                        _short(exc),
-                        RESUBMIT_DELAY,
+                    if gas is None:
+                        gas = self._estimate_gas(function)
+                    if not holding:
+                        self._send_lock.acquire()
+                        holding = True
+                    if nonce is None:
+                        nonce = w3.eth.get_transaction_count(self.account.address, "pending")
+                    return self._send_once(
+                        w3, function, nonce=nonce, gas=gas, max_fee=max_fee, priority_fee=priority_fee
                     )
-                    raise _GaveUp from exc
-                max_fee = max_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
-                priority_fee = priority_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
-                logger.warning(
-                    "respondToTaskV2 for batch %s failed (%s); retry %d/%d with max fee %.3f gwei",
-                    root,
-                    _short(exc),
-                    attempt + 1,
-                    SUBMIT_ATTEMPTS,
-                    max_fee / 1e9,
-                )
-                self._stop.wait(0.2 * attempt)
+                except ContractRevertError:
+                    raise
+                except Exception as exc:
+                    if self._stop.is_set():
+                        raise _GaveUp from exc
+                    try:
+                        _, responded = self._batch_state(identifier)
+                    except Exception:
+                        responded = False
+                    if responded:
+                        return None
+                    if "nonce too low" in str(exc).lower():
+                        nonce = None
+                    if attempt == SUBMIT_ATTEMPTS:
+                        logger.error(
+                            "respondToTaskV2 for batch %s failed %d times (last: %s); trying again in %gs",
+                            root,
+                            attempt,
+                            _short(exc),
+                            RESUBMIT_DELAY,
+                        )
+                        raise _GaveUp from exc
+                    max_fee = max_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
+                    priority_fee = priority_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
+                    logger.warning(
+                        "respondToTaskV2 for batch %s failed (%s); retry %d/%d with max fee %.3f gwei",
+                        root,
+                        _short(exc),
+                        attempt + 1,
+                        SUBMIT_ATTEMPTS,
+                        max_fee / 1e9,
+                    )
+                    self._stop.wait(0.2 * attempt)
+        finally:
+            if holding:
+                self._send_lock.release()
         raise _GaveUp
 
     def _estimate_gas(self, function: ContractFunction) -> int:
