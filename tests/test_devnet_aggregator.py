@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import threading
@@ -393,7 +394,7 @@ def test_it_responds_to_tasks_reaching_quorum_together_each_once_on_a_nonce_of_i
     node = make_node()
     roots = [_new_root(net) for _ in range(8)]
     for root in roots:
-        _wait(lambda root=root: _task(node, root))
+        _wait(functools.partial(_task, node, root))
     nonce_before = net.w3.eth.get_transaction_count(node.account.address)
 
     def sign_all(root: bytes) -> list[int]:
@@ -401,8 +402,13 @@ def test_it_responds_to_tasks_reaching_quorum_together_each_once_on_a_nonce_of_i
 
     with ThreadPoolExecutor(max_workers=len(roots)) as pool:
         assert list(pool.map(sign_all, roots)) == [[200, 200, 200]] * len(roots)
+
+    def responded(root: bytes) -> bool:
+        task = _task(node, root)
+        return bool(task and task["responded"] and task["txHash"])
+
     for root in roots:
-        _wait(lambda root=root: (t := _task(node, root)) and t["responded"] and t["txHash"], timeout=30)
+        _wait(functools.partial(responded, root), timeout=30)
     assert [len(_verified_logs(net, root)) for root in roots] == [1] * len(roots)
     assert len({_held(node, root)["txHash"] for root in roots}) == len(roots)
     assert net.w3.eth.get_transaction_count(node.account.address) == nonce_before + len(roots)

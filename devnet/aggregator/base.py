@@ -141,7 +141,8 @@ class AggregatorBase:
             if raw is None:
                 return None
             try:
-                self._keys[operator_id] = G2Point.from_hex(raw)
+                # The backend's subgroup check (pyrevm: ~4 ms, py_ecc ~25 ms): a restarted aggregator parses them all.
+                self._keys[operator_id] = G2Point.from_hex(raw, in_subgroup=self.backend.g2_in_subgroup)
             except InvalidPoint:
                 logger.error("operator %s has an invalid G2 key in the devnet file", operator_id)
                 return None

@@ -243,7 +243,7 @@ class Responder(TaskStore):
         tx = function.build_transaction(params)
         signed = self.account.sign_transaction(cast(dict[str, Any], tx))
         tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.config.receipt_timeout)
+        receipt = contracts.receipt_wait(w3, tx_hash, timeout=self.config.receipt_timeout)
         if receipt["status"] != 1:
             # Replay on the state before its block to learn why it failed.
             replay: TxParams = {"from": tx["from"], "to": tx["to"], "data": tx["data"], "gas": tx["gas"]}
