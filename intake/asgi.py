@@ -55,8 +55,8 @@ class IntakeEndpoint:
     def __init__(self, app: App) -> None:
         self.app = app
         # As many threads as database connections: a post holds one connection for its whole store.
-        threads = int(settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size", 8))
-        self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="intake")
+        threads = int(settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"])
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="intake")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -146,3 +146,11 @@ def net_deploy(anvil: Anvil, *, operators: int = 3, seed: str = "ingest") -> Net
         ws_url=anvil.ws_url,
     )
     return Net(anvil=anvil, w3=Web3(Web3.HTTPProvider(anvil.url)), state=state)
+
+
+def net_with_task(anvil: Anvil, *, seed: int) -> tuple[Net, bytes]:
+    """Four operators (stakes 10, 20, 30, 40) and one task created with ``seed``, ingested into the ledger."""
+    net = net_deploy(anvil, operators=4)
+    root = net.create_task(seed=seed)
+    net.ingester().sync_once()
+    return net, root

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import redis
 from django.conf import settings as django_settings
 from django.db import connection as db_connection
 
@@ -20,7 +19,8 @@ from intake.parse import IntakeError, signed_response_parse
 from intake.services import signature_submit
 from liveness.models import OperatorLiveness
 from progress.models import BatchProgress
-from tests.chain_fixtures import Net, net_deploy, signed_response
+from tests.chain_fixtures import Net, net_with_task, signed_response
+from tests.redis_keys import redis_forget
 
 URL = "/api/v1/signatures"
 
@@ -28,17 +28,12 @@ URL = "/api/v1/signatures"
 @pytest.fixture(autouse=True)
 def clean_counts() -> None:
     """Rate counts live in Redis: start from none."""
-    connection = redis.Redis.from_url(django_settings.REDIS_URL)
-    for key in connection.scan_iter("rate:*"):
-        connection.delete(key)
+    redis_forget("rate:*")
 
 
 @pytest.fixture
 def network(anvil: Any) -> tuple[Net, bytes]:
-    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40
-    root = net.create_task(seed=31)
-    net.ingester().sync_once()
-    return net, root
+    return net_with_task(anvil, seed=31)
 
 
 def forged(net: Net, root: bytes, *, operator: int, n: int) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.contrib.auth.models import User
 
 from controlplane.asgi import application
+from tests.redis_keys import redis_forget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,9 +103,7 @@ def test_it_takes_only_ascii_digits_for_ids_and_pages(client: Any, value: str) -
 @pytest.mark.django_db
 def test_it_limits_login_attempts_per_address_on_both_forms(client: Any, settings: Any) -> None:
     settings.LOGIN_RATE = "3/min"
-    connection = redis.Redis.from_url(settings.REDIS_URL)
-    for key in connection.scan_iter("rate:login:*"):
-        connection.delete(key)
+    redis_forget("rate:login:*")
     User.objects.create_user("alice", password="right-password-123")
     wrong = {"username": "alice", "password": "guess"}
     codes = [client.post("/login/", wrong, REMOTE_ADDR="198.51.100.4").status_code for _ in range(4)]

@@ -25,7 +25,7 @@ from intake.parse import signed_response_parse
 from intake.rpc import RpcServer, rpc_server_start
 from intake.verify import signatures_verify_batch
 from intake.wire import EMPTY, METHOD, PING, SIGNED_TASK_RESPONSE, signed_response_to_gob
-from tests.chain_fixtures import Net, net_deploy, signed_response
+from tests.chain_fixtures import Net, net_with_task, signed_response
 from tests.golang import GoAggregator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,10 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def ingested(anvil: Any) -> tuple[Net, bytes]:
-    net = net_deploy(anvil, operators=4)
-    root = net.create_task(seed=21)
-    net.ingester().sync_once()
-    return net, root
+    return net_with_task(anvil, seed=21)
 
 
 @pytest.fixture

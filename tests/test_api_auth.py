@@ -19,6 +19,7 @@ from controlplane.auth import api_token_create, api_token_revoke
 from controlplane.models import ApiToken, TokenScope
 from recovery.models import RecoveryRun
 from tests.factories import batch_create
+from tests.redis_keys import redis_forget
 
 pytestmark = pytest.mark.django_db
 
@@ -31,9 +32,7 @@ REPLAYS = "/api/v1/recovery/replays"
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counts() -> None:
     # Throttle counts live in Redis, keyed by user id, and outlast a test database: start from zero.
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    for key in client.scan_iter("*throttle_write_*"):
-        client.delete(key)
+    redis_forget("*throttle_write_*")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from intake.models import Signature, SignatureStatus
 from intake.verify import signatures_verify_batch
-from tests.chain_fixtures import net_deploy, signed_response
+from tests.chain_fixtures import net_with_task, signed_response
 
 URL = "/api/v1/signatures"
 
@@ -16,10 +16,7 @@ URL = "/api/v1/signatures"
 @pytest.fixture
 def ingested(anvil):
     """A network with one task, ingested into the ledger."""
-    net = net_deploy(anvil, operators=4)
-    root = net.create_task(seed=11)
-    net.ingester().sync_once()
-    return net, root
+    return net_with_task(anvil, seed=11)
 
 
 def post(client, body):

@@ -7,31 +7,26 @@ import json
 from typing import Any
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync
 from channels.testing import ApplicationCommunicator
 from django.conf import settings as django_settings
 
 from controlplane.asgi import application
 from intake.models import Signature, SignatureStatus
-from tests.chain_fixtures import Net, net_deploy, signed_response
+from tests.chain_fixtures import Net, net_with_task, signed_response
+from tests.redis_keys import redis_forget
 
 URL = "/api/v1/signatures"
 
 
 @pytest.fixture(autouse=True)
 def clean_counts() -> None:
-    connection = redis.Redis.from_url(django_settings.REDIS_URL)
-    for key in connection.scan_iter("rate:*"):
-        connection.delete(key)
+    redis_forget("rate:*")
 
 
 @pytest.fixture
 def network(anvil: Any) -> tuple[Net, bytes]:
-    net = net_deploy(anvil, operators=4)
-    root = net.create_task(seed=41)
-    net.ingester().sync_once()
-    return net, root
+    return net_with_task(anvil, seed=41)
 
 
 def call(

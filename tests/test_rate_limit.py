@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from controlplane import clients
 from controlplane.clients import Rate, rate_check
+from tests.redis_keys import redis_forget
 
 
 @pytest.fixture
@@ -16,9 +16,7 @@ def clock(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[float]:
     """The time the limiter reads, set by the test (a real clock can't be made to cross a minute on demand)."""
     now = [0.0]
     monkeypatch.setattr(clients.time, "time", lambda: now[0])
-    connection = redis.Redis.from_url(settings.REDIS_URL)
-    for key in connection.scan_iter("rate:test:*"):
-        connection.delete(key)
+    redis_forget("rate:test:*")
     return now
 
 
