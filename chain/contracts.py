@@ -2,8 +2,8 @@
 
 - ``respondToTaskV2(bytes32, address, NonSignerStakesAndSignature)`` on Aligned's service manager;
 - ``batchesState(bytes32)`` on the same contract;
-- ``getCheckSignaturesIndices(registryCoordinator, referenceBlock, quorumNumbers, nonSignerIds)`` on EigenLayer's
-  OperatorStateRetriever.
+- ``getCheckSignaturesIndices(registryCoordinator, referenceBlock, quorumNumbers, nonSignerIds)`` and
+  ``getOperatorState(registryCoordinator, quorumNumbers, blockNumber)`` on EigenLayer's OperatorStateRetriever.
 
 Encoding and decoding only (eth_abi); sending is ``chain.transactions``. Revert data is decoded against the
 errors the service manager and the signature checker are known to raise, so a refusal reads as a name.
@@ -29,6 +29,8 @@ RESPOND_TO_TASK_V2 = f"respondToTaskV2(bytes32,address,{NON_SIGNER_STAKES_AND_SI
 BATCHES_STATE = "batchesState(bytes32)"
 GET_CHECK_SIGNATURES_INDICES = "getCheckSignaturesIndices(address,uint32,bytes,bytes32[])"
 CHECK_SIGNATURES_INDICES = "(uint32[],uint32[],uint32[],uint32[][])"
+GET_OPERATOR_STATE = "getOperatorState(address,bytes,uint32)"
+OPERATORS = "(address,bytes32,uint96)[][]"
 
 # Errors worth naming when a call reverts: the service manager's, Solidity's own, and the signature checker's.
 # Unknown selectors are shown as hex.
@@ -184,6 +186,29 @@ def check_signatures_indices_decode(data: str) -> CheckSignaturesIndices:
         total_stake_indices=tuple(totals),
         non_signer_stake_indices=tuple(tuple(row) for row in stakes),
     )
+
+
+@dataclass(frozen=True)
+class OperatorState:
+    """OperatorStateRetriever.Operator: an operator registered in the quorum at a block, with its stake then."""
+
+    operator: str  # lowercase 0x hex
+    operator_id: bytes
+    stake: int
+
+
+def operator_state_data(*, registry: str, block: int) -> str:
+    return _call_data(GET_OPERATOR_STATE, [registry.lower(), QUORUM_NUMBERS, block])
+
+
+def operator_state_decode(data: str) -> list[OperatorState]:
+    """Quorum 0's operators (the only quorum asked for)."""
+    try:
+        (quorums,) = decode([OPERATORS], _result(data))
+        (quorum,) = quorums
+    except (DecodingError, ValueError) as exc:
+        raise AbiDecodeError(f"getOperatorState answer undecodable: {exc}") from None
+    return [OperatorState(str(o[0]).lower(), bytes(o[1]), int(o[2])) for o in quorum]
 
 
 def batches_state_data(*, identifier: str) -> str:

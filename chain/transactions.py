@@ -6,8 +6,10 @@ sends, so a replacement that was mined is still recognised as its own).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -18,6 +20,11 @@ from chain.client import ChainClient, RpcError
 
 # Tip of a fresh transaction; a replacement raises both fees by at least the 10% nodes require, plus a margin.
 DEFAULT_PRIORITY_FEE = 10**9
+# Receipts are asked for this soon after a send (a devnet chain mines within milliseconds), then ever less often.
+POLL_FIRST = 0.005
+POLL_LONGEST = 0.1
+
+T = TypeVar("T")
 BUMP_NUMERATOR = 1125
 BUMP_DENOMINATOR = 1000
 
@@ -109,6 +116,29 @@ def receipt_get(client: ChainClient, tx_hash: str) -> Receipt | None:
     )
 
 
+def poll_backoff(fetch: Callable[[], T | None], *, timeout: float) -> T:
+    """What ``fetch`` returns once it is not None: asked at once, then after 5 ms, doubling up to every 0.1 s.
+    TimeoutError when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    delay = POLL_FIRST
+    while True:
+        found = fetch()
+        if found is not None:
+            return found
+        if time.monotonic() + delay > deadline:
+            raise TimeoutError(f"not there within {timeout:g} s")
+        time.sleep(delay)
+        delay = min(POLL_LONGEST, delay * 2)
+
+
+def receipt_wait(client: ChainClient, tx_hash: str, *, timeout: float) -> Receipt:
+    """The transaction's receipt once mined; TimeoutError when it is not within ``timeout`` seconds."""
+    try:
+        return poll_backoff(lambda: receipt_get(client, tx_hash), timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(f"transaction {tx_hash} not mined within {timeout:g} s") from None
+
+
 def nonce_get(client: ChainClient, address: str, *, block: str = "pending") -> int:
     return int(client.call("eth_getTransactionCount", [address, block]), 16)
 
@@ -142,5 +172,9 @@ def call_simulate(
         raise
 
 
-def gas_estimate(client: ChainClient, *, sender: str, to: str, data: str) -> int:
-    return int(client.call("eth_estimateGas", [{"from": sender, "to": to, "data": data}]), 16)
+def gas_estimate(client: ChainClient, *, sender: str, to: str, data: str, block: str | None = None) -> int:
+    """``eth_estimateGas``, on the node's default block or ``block`` ("pending": after what is in flight)."""
+    params: list[Any] = [{"from": sender, "to": to, "data": data}]
+    if block is not None:
+        params.append(block)
+    return int(client.call("eth_estimateGas", params), 16)

@@ -9,7 +9,6 @@ lowercase 0x hex.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -29,7 +28,9 @@ from web3.types import TxParams, TxReceipt, Wei
 from bls import G1Point, G2Point, KeyPair
 from chain.abi import EVENT_SIGNATURES as ABI_EVENT_SIGNATURES
 from chain.abi import TOPICS
-from chain.contracts import CheckSignaturesIndices
+from chain.contracts import CheckSignaturesIndices, OperatorState
+from chain.contracts import NonSignerStakesAndSignature as ChainNonSignerStakesAndSignature
+from chain.transactions import poll_backoff
 
 ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "contracts" / "build"
 CONTRACT_NAMES = ("OperatorRegistry", "AlignedServiceManager", "OperatorStateRetriever", "LoadBatcher")
@@ -124,14 +125,18 @@ class NonSignerStakesAndSignature:
             [list(i) for i in self.non_signer_stake_indices],
         )
 
-
-@dataclass(frozen=True)
-class OperatorState:
-    """OperatorStateRetriever.Operator: an operator registered in the quorum at a block, with its stake then."""
-
-    operator: str  # lowercase 0x hex
-    operator_id: bytes
-    stake: int
+    def to_chain(self) -> ChainNonSignerStakesAndSignature:
+        """The same struct as the chain stage encodes it (points as EVM integers)."""
+        return ChainNonSignerStakesAndSignature(
+            non_signer_quorum_bitmap_indices=self.non_signer_quorum_bitmap_indices,
+            non_signer_pubkeys=tuple(p.to_evm() for p in self.non_signer_pubkeys),
+            quorum_apks=tuple(p.to_evm() for p in self.quorum_apks),
+            apk_g2=self.apk_g2.to_evm(),
+            sigma=self.sigma.to_evm(),
+            quorum_apk_indices=self.quorum_apk_indices,
+            total_stake_indices=self.total_stake_indices,
+            non_signer_stake_indices=self.non_signer_stake_indices,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
@@ -302,22 +307,21 @@ def transact(
 
 
 def receipt_wait(w3: Web3, tx_hash: HexBytes, *, timeout: float) -> TxReceipt:
-    """The transaction's receipt, polled 5 ms after sending and then ever less often (at most every 0.1 s).
-
-    web3's own wait polls every 0.1 s: on the devnet's chain, which mines a transaction a few ms after it is
-    sent (mixed mining), that was 0.1 s lost per transaction, each of them behind the aggregator's send lock.
+    """The transaction's receipt, polled as ``chain.transactions.poll_backoff`` polls (5 ms after sending, then
+    ever less often). web3's own wait polls every 0.1 s: on the devnet's chain, which mines a transaction a few
+    ms after it is sent, that was 0.1 s lost per transaction, each of them behind the aggregator's send lock.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
+
+    def fetch() -> TxReceipt | None:
         try:
             return w3.eth.get_transaction_receipt(tx_hash)
         except TransactionNotFound:
-            pass
-        if time.monotonic() + delay > deadline:
-            raise TimeExhausted(f"transaction {Web3.to_hex(tx_hash)} not mined within {timeout:g} s")
-        time.sleep(delay)
-        delay = min(0.1, delay * 2)
+            return None
+
+    try:
+        return poll_backoff(fetch, timeout=timeout)
+    except TimeoutError:
+        raise TimeExhausted(f"transaction {Web3.to_hex(tx_hash)} not mined within {timeout:g} s") from None
 
 
 def _raise_mined_revert(w3: Web3, tx: TxParams, receipt: TxReceipt, label: str) -> NoReturn:

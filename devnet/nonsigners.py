@@ -8,7 +8,7 @@ Devnet-only: the control plane builds its own from Postgres.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -31,15 +31,20 @@ def nonsigner_params_build(
     signatures: Mapping[bytes, G1Point],
     signer_keys_g2: Mapping[bytes, G2Point] | Callable[[bytes], G2Point],
     pubkey_g1: Callable[[bytes], G1Point] | None = None,
+    state: Sequence[contracts.OperatorState] | None = None,
+    indices: Callable[[list[bytes]], contracts.CheckSignaturesIndices] | None = None,
 ) -> contracts.NonSignerStakesAndSignature:
     """The struct for ``signatures`` (operator id -> verified G1 signature) on one task.
 
     ``signer_keys_g2`` gives each signer's G2 key; ``pubkey_g1`` each operator's G1 key (default: read from the
-    registry; keys never change, so callers may cache).
+    registry; keys never change, so callers may cache); ``state`` the operator state at the task's block, when
+    the caller has read it, and ``indices`` getCheckSignaturesIndices for the sorted non-signers (default: both
+    read here through ``w3``).
     """
-    state = contracts.operator_state(
-        w3, retriever=retriever, registry=registry, block_number=task_created_block
-    )
+    if state is None:
+        state = contracts.operator_state(
+            w3, retriever=retriever, registry=registry, block_number=task_created_block
+        )
     members = {o.operator_id for o in state}
     strangers = sorted(set(signatures) - members)
     if strangers:
@@ -59,23 +64,27 @@ def nonsigner_params_build(
 
     keys = {o.operator_id: key_g1(o.operator_id) for o in state}
     non_signers = sorted(members - set(signatures))
-    indices = contracts.check_signatures_indices(
-        w3,
-        retriever=retriever,
-        registry=registry,
-        reference_block=task_created_block,
-        non_signer_ids=non_signers,
+    found = (
+        indices(non_signers)
+        if indices is not None
+        else contracts.check_signatures_indices(
+            w3,
+            retriever=retriever,
+            registry=registry,
+            reference_block=task_created_block,
+            non_signer_ids=non_signers,
+        )
     )
     signers = sorted(signatures)
     return contracts.NonSignerStakesAndSignature(
-        non_signer_quorum_bitmap_indices=indices.non_signer_quorum_bitmap_indices,
+        non_signer_quorum_bitmap_indices=found.non_signer_quorum_bitmap_indices,
         non_signer_pubkeys=tuple(keys[i] for i in non_signers),
         quorum_apks=(aggregate_g1(keys.values()),),
         apk_g2=aggregate_g2(key_g2(i) for i in signers),
         sigma=aggregate_g1(signatures[i] for i in signers),
-        quorum_apk_indices=indices.quorum_apk_indices,
-        total_stake_indices=indices.total_stake_indices,
-        non_signer_stake_indices=indices.non_signer_stake_indices,
+        quorum_apk_indices=found.quorum_apk_indices,
+        total_stake_indices=found.total_stake_indices,
+        non_signer_stake_indices=found.non_signer_stake_indices,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from chain.abi import TOPICS
+from chain.transactions import Fees
 from controlplane.netrpc import Client, RpcError
 from devnet import contracts
 from devnet.aggregator import AggregatorNode, run_aggregator
@@ -314,14 +315,14 @@ def test_it_bad_submissions_are_refused_and_do_not_count(net, make_node):
 
 def test_it_a_failed_send_is_retried_with_a_bumped_fee(net, make_node, caplog):
     node = make_node()
-    fees: list[int] = []
+    sent: list[int] = []
     send_once = node._send_once
 
-    def flaky(w3, function, *, nonce, gas, max_fee, priority_fee):
-        fees.append(max_fee)
-        if len(fees) == 1:
+    def flaky(data, *, nonce, gas, fees: Fees):
+        sent.append(fees.max_fee)
+        if len(sent) == 1:
             raise ValueError("replacement transaction underpriced")
-        return send_once(w3, function, nonce=nonce, gas=gas, max_fee=max_fee, priority_fee=priority_fee)
+        return send_once(data, nonce=nonce, gas=gas, fees=fees)
 
     node._send_once = flaky
     root = _new_root(net)
@@ -329,7 +330,7 @@ def test_it_a_failed_send_is_retried_with_a_bumped_fee(net, make_node, caplog):
     for operator in (1, 2, 3):
         _sign(node, net, root, operator)
     _wait(lambda: _held(node, root)["responded"])
-    assert fees[1] == fees[0] * 5 // 4
+    assert sent[1] == sent[0] * 5 // 4
     assert len(_verified_logs(net, root)) == 1
     assert "retry 2/5" in caplog.text
 

@@ -12,6 +12,8 @@ from eth_utils import keccak
 from web3.types import Nonce, TxParams, Wei
 
 from bls import G1_GENERATOR, aggregate_g1, keypair_from_seed
+from chain import ChainClient
+from chain.contracts import operator_state_data, operator_state_decode
 from devnet import contracts as c
 from devnet.anvil import Anvil
 from devnet.nonsigners import nonsigner_params_build
@@ -361,6 +363,8 @@ def test_it_rejects_a_second_response(chain: Net) -> None:
 
 
 def test_it_gives_the_operator_state_at_a_past_block(chain: Net) -> None:
+    """Read through web3's bindings and through the chain stage's plain JSON-RPC (the devnet aggregator's)."""
+    client = ChainClient(chain.anvil.url)
     before = int(chain.w3.eth.block_number)
     c.set_operator_stake(
         chain.w3, registry=chain.registry, owner=chain.owner, operator_id=chain.keys[1].operator_id, stake=ETH
@@ -372,6 +376,11 @@ def test_it_gives_the_operator_state_at_a_past_block(chain: Net) -> None:
         found = c.operator_state(
             chain.w3, retriever=chain.retriever, registry=chain.registry, block_number=block
         )
+        data = operator_state_data(registry=chain.registry, block=block)
+        plain = operator_state_decode(
+            client.call("eth_call", [{"to": chain.retriever, "data": data}, "latest"])
+        )
+        assert plain == found
         return [(o.operator, o.operator_id, o.stake) for o in found]
 
     assert state(before) == [

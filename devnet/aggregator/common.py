@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_utils import keccak
-from web3.exceptions import ContractLogicError
-from web3.types import TxReceipt
 
 from bls import (
     G2_GENERATOR,
@@ -34,6 +32,8 @@ SUBMIT_ATTEMPTS = 5
 # at the task's block, the non-signer indices, a gas estimate) is read-only and overlaps; sending takes a lock,
 # since every response shares the aggregator's account and its nonces.
 SUBMIT_THREADS = 4
+# Operator states kept, one per task block (each a few hundred bytes per operator).
+STATE_CACHE_BLOCKS = 1024
 FEE_BUMP_NUMERATOR = 5  # x1.25 per retry (a replacement needs >= +10% on both fees)
 FEE_BUMP_DENOMINATOR = 4
 PRIORITY_FEE = 10**9  # 1 gwei
@@ -155,17 +155,11 @@ class AggregatorConfig:
             raise DevnetStateError(f"the devnet file has no usable aggregator settings ({exc!r})") from exc
 
 
-def _revert_error(exc: ContractLogicError, receipt: TxReceipt | None = None) -> ContractRevertError:
-    data = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
-    data = data if isinstance(data, str) else None
+def _revert_error(function: str, *, data: str | None, message: str = "") -> ContractRevertError:
+    """A node's revert answer (its data, and its message when the data names no known error) as the error."""
     name, args = contracts.decode_revert(data)
     return ContractRevertError(
-        function="respondToTaskV2",
-        error_name=name,
-        error_args=args,
-        data=data or "0x",
-        receipt=receipt,
-        detail="" if name else str(exc.message or exc),
+        function=function, error_name=name, error_args=args, data=data or "0x", detail="" if name else message
     )
 
 

@@ -1,22 +1,38 @@
-"""The responder: respondToTaskV2 once a task holds 67% of the stake, SUBMIT_THREADS tasks at a time."""
+"""The responder: respondToTaskV2 once a task holds 67% of the stake, SUBMIT_THREADS tasks at a time.
+
+Through the chain stage (plain JSON-RPC, ``chain.contracts`` and ``chain.transactions``), as the control plane's
+standby responder: web3 cost this process six times the CPU per call, and a restarted aggregator responds to
+every batch the control plane replays to it at once.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
-
-from web3 import Web3
-from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError
-from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from bls import G1Point, G2Point
+from chain import RpcError
+from chain.contracts import (
+    CheckSignaturesIndices,
+    check_signatures_indices_data,
+    check_signatures_indices_decode,
+    respond_to_task_v2_data,
+)
+from chain.transactions import (
+    Fees,
+    Receipt,
+    call_simulate,
+    fees_suggest,
+    gas_estimate,
+    nonce_get,
+    receipt_wait,
+    transaction_send,
+    transaction_sign,
+)
 from devnet import contracts
 from devnet.aggregator.common import (
     FEE_BUMP_DENOMINATOR,
     FEE_BUMP_NUMERATOR,
-    PRIORITY_FEE,
     RESUBMIT_DELAY,
     SUBMIT_ATTEMPTS,
     _GaveUp,
@@ -65,7 +81,6 @@ class Responder(TaskStore):
             signatures = [task.signatures[s] for s in signers]
             signed, total = task.signed_stake, task.total_stake or 0
             root, sender, task_created_block = task.root, task.sender, task.task_created_block
-        w3 = self._w3()
         try:
             _, responded = self._batch_state(identifier)
         except Exception as exc:
@@ -79,7 +94,7 @@ class Responder(TaskStore):
             return
         stake_text = f"{len(signers)} signers, {_percent(signed, total)} stake"
         try:
-            params = self._params(w3, task_created_block, dict(zip(signers, signatures, strict=True)))
+            params = self._params(task_created_block, dict(zip(signers, signatures, strict=True)))
         except (ContractRevertError, SignerNotInStateError) as exc:
             logger.error("cannot build the response for batch %s (%s): %s", root, stake_text, exc)
             self._submission_over(identifier, resubmit=False)
@@ -88,13 +103,9 @@ class Responder(TaskStore):
             logger.warning("batch %s: cannot build its response yet (%s); will try again", root, _short(exc))
             self._submission_over(identifier, resubmit=True)
             return
-        function = contracts.service_manager_contract(
-            w3, self.config.service_manager
-        ).functions.respondToTaskV2(
-            bytes.fromhex(root[2:]), Web3.to_checksum_address(sender), params.to_abi()
-        )
+        data = respond_to_task_v2_data(merkle_root=root, sender=sender, params=params.to_chain())
         try:
-            receipt = self._send_with_retries(w3, function, identifier=identifier, root=root)
+            receipt = self._send_with_retries(data, identifier=identifier, root=root)
         except _GaveUp:
             self._submission_over(identifier, resubmit=True)
             return
@@ -117,13 +128,13 @@ class Responder(TaskStore):
             self._mark_responded(identifier)
             self._submission_over(identifier, resubmit=False)
             return
-        tx_hash = Web3.to_hex(receipt["transactionHash"])
+        tx_hash = receipt.transaction_hash
         self._mark_responded(identifier, tx_hash)
         self._submission_over(identifier, resubmit=False)
         logger.info("batch %s responded in tx %s (%s)", root, tx_hash, stake_text)
 
     def _params(
-        self, w3: Web3, task_created_block: int, signatures: dict[str, G1Point]
+        self, task_created_block: int, signatures: dict[str, G1Point]
     ) -> contracts.NonSignerStakesAndSignature:
         """NonSignerStakesAndSignature as eigensdk's aggregation service builds it, for the operator state at
         the task's block."""
@@ -134,14 +145,27 @@ class Responder(TaskStore):
                 raise SignerNotInStateError(f"no G2 key for signer 0x{operator_id.hex()}")
             return key
 
+        def indices(non_signers: list[bytes]) -> CheckSignaturesIndices:
+            data = check_signatures_indices_data(
+                registry=self.config.registry,
+                reference_block=task_created_block,
+                non_signer_ids=["0x" + i.hex() for i in non_signers],
+            )
+            answer = call_simulate(self._chain(), sender=None, to=self.config.retriever, data=data)
+            if answer.reverted:
+                raise _revert_error("getCheckSignaturesIndices", data=answer.data, message=answer.message)
+            return check_signatures_indices_decode(answer.data)
+
         return nonsigner_params_build(
-            w3,
+            self._w3(),
             registry=self.config.registry,
             retriever=self.config.retriever,
             task_created_block=task_created_block,
             signatures={bytes.fromhex(k[2:]): v for k, v in signatures.items()},
             signer_keys_g2=key_g2,
             pubkey_g1=self._pubkey_g1,
+            state=self._operator_state(task_created_block),
+            indices=indices,
         )
 
     def _pubkey_g1(self, operator_id: bytes) -> G1Point:
@@ -153,10 +177,8 @@ class Responder(TaskStore):
             self._keys_g1[operator_id] = key
         return key
 
-    def _send_with_retries(
-        self, w3: Web3, function: ContractFunction, *, identifier: str, root: str
-    ) -> TxReceipt | None:
-        """Send ``function`` with one nonce, bumping the fees on transport failures.
+    def _send_with_retries(self, data: str, *, identifier: str, root: str) -> Receipt | None:
+        """Send respondToTaskV2 ``data`` with one nonce, bumping the fees on transport failures.
 
         A retry reuses the nonce, so it replaces a transaction stuck in the mempool rather than queueing
         behind it; the send lock is held from the nonce to the end, so no other response takes it meanwhile.
@@ -164,9 +186,7 @@ class Responder(TaskStore):
         receipt, or None when the batch turned out responded (an earlier attempt was mined). Raises
         ContractRevertError on a revert and _GaveUp after SUBMIT_ATTEMPTS failures.
         """
-        base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        max_fee = 2 * base_fee + PRIORITY_FEE
-        priority_fee = PRIORITY_FEE
+        fees = fees_suggest(self._chain())
         nonce: int | None = None
         gas: int | None = None
         holding = False
@@ -174,15 +194,13 @@ class Responder(TaskStore):
             for attempt in range(1, SUBMIT_ATTEMPTS + 1):
                 try:
                     if gas is None:
-                        gas = self._estimate_gas(function)
+                        gas = self._estimate_gas(data)
                     if not holding:
                         self._send_lock.acquire()
                         holding = True
                     if nonce is None:
-                        nonce = w3.eth.get_transaction_count(self.account.address, "pending")
-                    return self._send_once(
-                        w3, function, nonce=nonce, gas=gas, max_fee=max_fee, priority_fee=priority_fee
-                    )
+                        nonce = nonce_get(self._chain(), self.account.address, block="pending")
+                    return self._send_once(data, nonce=nonce, gas=gas, fees=fees)
                 except ContractRevertError:
                     raise
                 except Exception as exc:
@@ -205,15 +223,17 @@ class Responder(TaskStore):
                             RESUBMIT_DELAY,
                         )
                         raise _GaveUp from exc
-                    max_fee = max_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
-                    priority_fee = priority_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR
+                    fees = Fees(
+                        max_fee=fees.max_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR,
+                        priority_fee=fees.priority_fee * FEE_BUMP_NUMERATOR // FEE_BUMP_DENOMINATOR,
+                    )
                     logger.warning(
                         "respondToTaskV2 for batch %s failed (%s); retry %d/%d with max fee %.3f gwei",
                         root,
                         _short(exc),
                         attempt + 1,
                         SUBMIT_ATTEMPTS,
-                        max_fee / 1e9,
+                        fees.max_fee / 1e9,
                     )
                     self._stop.wait(0.2 * attempt)
         finally:
@@ -221,37 +241,53 @@ class Responder(TaskStore):
                 self._send_lock.release()
         raise _GaveUp
 
-    def _estimate_gas(self, function: ContractFunction) -> int:
+    def _estimate_gas(self, data: str) -> int:
         try:
-            estimate = function.estimate_gas({"from": self.account.address}, block_identifier="pending")
-        except ContractLogicError as exc:
-            raise _revert_error(exc) from exc
-        return int(estimate) * 12 // 10
+            estimate = gas_estimate(
+                self._chain(),
+                sender=self.account.address,
+                to=self.config.service_manager,
+                data=data,
+                block="pending",
+            )
+        except RpcError as exc:
+            if exc.code == 3 or "revert" in exc.message.lower():
+                raise _revert_error("respondToTaskV2", data=exc.data, message=exc.message) from exc
+            raise
+        return estimate * 12 // 10
 
-    def _send_once(
-        self, w3: Web3, function: ContractFunction, *, nonce: int, gas: int, max_fee: int, priority_fee: int
-    ) -> TxReceipt:
-        params: TxParams = {
-            "from": self.account.address,
-            "chainId": w3.eth.chain_id,
-            "nonce": Nonce(nonce),
-            "gas": gas,
-            "maxFeePerGas": Wei(max_fee),
-            "maxPriorityFeePerGas": Wei(min(priority_fee, max_fee)),
-            "value": Wei(0),
-        }
-        tx = function.build_transaction(params)
-        signed = self.account.sign_transaction(cast(dict[str, Any], tx))
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = contracts.receipt_wait(w3, tx_hash, timeout=self.config.receipt_timeout)
-        if receipt["status"] != 1:
+    def _send_once(self, data: str, *, nonce: int, gas: int, fees: Fees) -> Receipt:
+        client = self._chain()
+        signed = transaction_sign(
+            self.account,
+            chain_id=self._chain_id(),
+            nonce=nonce,
+            to=self.config.service_manager,
+            data=data,
+            gas=gas,
+            fees=Fees(max_fee=fees.max_fee, priority_fee=min(fees.priority_fee, fees.max_fee)),
+        )
+        transaction_send(client, signed)
+        receipt = receipt_wait(client, signed.hash, timeout=self.config.receipt_timeout)
+        if not receipt.succeeded:
             # Replay on the state before its block to learn why it failed.
-            replay: TxParams = {"from": tx["from"], "to": tx["to"], "data": tx["data"], "gas": tx["gas"]}
-            try:
-                w3.eth.call(replay, block_identifier=max(int(receipt["blockNumber"]) - 1, 0))
-            except ContractLogicError as exc:
-                raise _revert_error(exc, receipt) from exc
+            replay = call_simulate(
+                client,
+                sender=self.account.address,
+                to=self.config.service_manager,
+                data=data,
+                block=max(receipt.block_number - 1, 0),
+            )
+            if replay.reverted:
+                raise _revert_error("respondToTaskV2", data=replay.data, message=replay.message)
             raise ContractRevertError(
-                function="respondToTaskV2", error_name=None, receipt=receipt, detail="mined and failed"
+                function="respondToTaskV2",
+                error_name=None,
+                detail=f"tx {receipt.transaction_hash} mined and failed",
             )
         return receipt
+
+    def _chain_id(self) -> int:
+        if self._chain_id_value is None:
+            self._chain_id_value = int(self._chain().chain_id())
+        return self._chain_id_value
