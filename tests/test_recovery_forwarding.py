@@ -220,7 +220,9 @@ def test_it_gives_back_every_signature_an_aggregator_dropped_when_its_task_expir
             reason__contains="had dropped the task (task_expired)",
         )
         assert replay.status == RecoveryStatus.DONE
-        assert replay.result["sent"] >= 3, "signatures acknowledged before the expiry are sent again"
+        # The late one (40%) and, the largest first, one acknowledged before the expiry (30%): a quorum, which
+        # the late one alone is not, so the response on chain holds a signature the aggregator had dropped.
+        assert replay.result["sent"] == 2
     finally:
         node.stop()
 
@@ -277,3 +279,31 @@ def test_it_asks_once_per_batch_for_what_the_aggregator_has_not_acknowledged(cli
         assert forward_execute(task).action == "done"
     RecoveryTask.objects.filter(kind=RecoveryKind.FORWARD).update(status=RecoveryStatus.DONE)
     assert signatures_forward_request() == 0, "nothing owed: nothing asked"
+
+
+@pytest.mark.django_db
+def test_it_replays_the_largest_stakes_until_the_aggregator_holds_a_quorum(client, network):
+    """A restarted aggregator verifies every pending batch's signatures at once: a replay sends what reaches the
+    quorum, the largest stake first, and leaves the rest to forwarding."""
+    net, node = network
+    root = net.create_task(seed=65)
+    wait_for_task(node, root)
+    net.ingester().sync_once()
+    recovery_pass()  # the control plane sees the boot
+    identifier = sign_and_verify(client, net, root, [0, 1, 2, 3])  # stakes 10, 20, 30, 40
+    replay, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject=identifier, urgent=True)
+
+    outcome = replay_execute(replay)
+
+    assert outcome.action == "done", outcome.detail
+    assert (outcome.result or {}).get("sent") == 2
+    assert "a quorum of the stake (70%); 2 left to forwarding" in outcome.detail
+    largest = {signed_response(net, root=root, operator=i)["operatorId"] for i in (2, 3)}
+    delivered = set(
+        SignatureDelivery.objects.filter(boot_id=node.boot_id).values_list(
+            "signature__operator_id", flat=True
+        )
+    )
+    assert delivered == largest
+    drive(net, root)
+    assert verified_events(net, root) == 1

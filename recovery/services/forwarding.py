@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
+from ledger.selectors import operator_stakes_at_block
 from recovery.aggregator import (
     UNKNOWN_TASK,
     UNKNOWN_TASK_CODES,
@@ -141,12 +144,28 @@ def forward_execute(task: RecoveryTask) -> Outcome:
     return Outcome.done(f"{sent} acknowledged by boot {boot_id[:8]}", sent=sent, boot_id=boot_id)
 
 
-def replay_execute(task: RecoveryTask) -> Outcome:
-    """Announce the batch to the current aggregator and send it every verified signature of the batch.
+def _largest_stake_first(batch: Batch) -> tuple[list[Signature], dict[str, Decimal], Decimal]:
+    """The batch's verified signatures, the largest stake at its task block first; the stakes and their total."""
+    stakes = operator_stakes_at_block(block_number=batch.task_created_block)
+    signatures = list(
+        Signature.objects.filter(batch_identifier=batch.identifier, status=SignatureStatus.VERIFIED).order_by(
+            "id"
+        )
+    )
+    signatures.sort(key=lambda s: -stakes.get(s.operator_id, Decimal(0)))
+    return signatures, stakes, sum(stakes.values(), Decimal(0))
 
-    Every one, not only those this boot has not acknowledged: an aggregator drops what it held of a task when
-    the task expires, so an acknowledgement says what it received, not what it still holds. It answers
-    ``duplicate`` for what it does hold, so sending again costs one request and loses nothing.
+
+def replay_execute(task: RecoveryTask) -> Outcome:
+    """Announce the batch to the current aggregator and send it the batch's verified signatures, the largest
+    stake first, until those it acknowledged hold a quorum of the stake at the task's block.
+
+    Not only those this boot has not acknowledged: an aggregator drops what it held of a task when the task
+    expires, so an acknowledgement says what it received, not what it still holds. It answers ``duplicate`` for
+    what it does hold, so sending again costs one request and loses nothing. A quorum is all an aggregator
+    responds with, and after a restart it verifies every pending batch's signatures at once: the rest of them,
+    each one more pairing check there, are left to the forwarding pass, which sends them if the batch stays
+    pending (and finds nothing to do once it is verified).
     """
     batch = Batch.objects.filter(identifier=task.subject).first()
     if batch is None or batch.status != BatchStatus.PENDING:
@@ -161,10 +180,10 @@ def replay_execute(task: RecoveryTask) -> Outcome:
         return Outcome.retry(f"announcing the task failed: HTTP {announced.status_code} {announced.body}")
     boot_id = announced.boot_id
     watched = _boot()  # once a replay: a boot that changes meanwhile gets every pending batch replayed again
-    sent = 0
-    for signature in Signature.objects.filter(
-        batch_identifier=batch.identifier, status=SignatureStatus.VERIFIED
-    ).order_by("id"):
+    signatures, stakes, total = _largest_stake_first(batch)
+    threshold = int(settings.QUORUM_THRESHOLD_PERCENTAGE)
+    sent, held = 0, Decimal(0)
+    for signature in signatures:
         try:
             answer = aggregator_post_signature(signature_payload(signature), boot_id=watched)
         except AggregatorUnavailable as exc:
@@ -186,6 +205,14 @@ def replay_execute(task: RecoveryTask) -> Outcome:
             )
         _record_delivery(signature=signature, answer=answer)
         sent += 1
+        held += stakes.get(signature.operator_id, Decimal(0))
+        if total > 0 and held * 100 >= total * threshold and sent < len(signatures):
+            return Outcome.done(
+                f"replayed to boot {boot_id[:8]}: {sent} signatures sent, a quorum of the stake "
+                f"({held * 100 / total:.0f}%); {len(signatures) - sent} left to forwarding",
+                sent=sent,
+                boot_id=boot_id,
+            )
     return Outcome.done(f"replayed to boot {boot_id[:8]}: {sent} signatures sent", sent=sent, boot_id=boot_id)
 
 
