@@ -414,3 +414,19 @@ def test_it_responds_to_tasks_reaching_quorum_together_each_once_on_a_nonce_of_i
     assert len({_held(node, root)["txHash"] for root in roots}) == len(roots)
     assert net.w3.eth.get_transaction_count(node.account.address) == nonce_before + len(roots)
     assert "failed" not in caplog.text, "a response's send collided with another's nonce"
+
+
+def test_it_loads_every_operators_keys_when_it_starts(net, make_node, monkeypatch):
+    """As eigensdk's operators-info service: a restarted aggregator reads no key while answering replays."""
+    node = make_node()
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an operator's G1 key was read from the registry after start")
+
+    monkeypatch.setattr(contracts, "operator_pubkey_g1", read)
+    root = _new_root(net)
+    _wait(lambda: _task(node, root))
+    for operator in (1, 2, 3):
+        assert _sign(node, net, root, operator).status_code == 200
+    _wait(lambda: _held(node, root)["responded"])
+    assert len(_verified_logs(net, root)) == 1

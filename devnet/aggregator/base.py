@@ -61,6 +61,7 @@ class AggregatorBase:
         self._keys: dict[str, G2Point] = {}
         self._keys_g1: dict[bytes, G1Point] = {}
         self._states: dict[int, list[OperatorState]] = {}
+        self._states_lock = threading.Lock()
         self._local = threading.local()
         self._chain_id_value: int | None = None
         self._server: ThreadingHTTPServer | None = None
@@ -150,9 +151,10 @@ class AggregatorBase:
                     data=operator_state_data(registry=self.config.registry, block=block),
                 )
             )
-            if len(self._states) >= STATE_CACHE_BLOCKS:
-                self._states.pop(next(iter(self._states)), None)  # the oldest: tasks expire in seconds
-            self._states[block] = state
+            with self._states_lock:
+                if len(self._states) >= STATE_CACHE_BLOCKS:
+                    self._states.pop(next(iter(self._states)), None)  # the oldest: tasks expire in seconds
+                self._states[block] = state
         return state
 
     def _stake(self, operator_id: str, block: int) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from controlplane.loops import stop_on_signals
 from controlplane.netrpc import rpc_serve
 from devnet.aggregator.api import Api
-from devnet.aggregator.common import SUBMIT_THREADS
+from devnet.aggregator.common import SUBMIT_THREADS, _short
 from devnet.aggregator.responder import Responder
 from devnet.aggregator.rpc import RpcApi
 from devnet.http import serve
@@ -30,6 +30,7 @@ class AggregatorNode(Responder, Api, RpcApi):
             self.next_block = client.block_number() + 1
         finally:
             client.close()
+        self._operators_load()
         self._server, http = serve(
             self._handler_class(), host="127.0.0.1", port=self.config.port, name="aggregator-http"
         )
@@ -58,6 +59,19 @@ class AggregatorNode(Responder, Api, RpcApi):
             self.next_block,
             self.config.task_window,
         )
+
+    def _operators_load(self) -> None:
+        """Every known operator's keys before the first signature, as eigensdk's operators-info service loads
+        them when it starts: each G2 key parsed and subgroup-checked, each G1 key read from the registry. A
+        restarted aggregator otherwise paid for them while answering its first replayed batches. Best effort: a
+        key that fails here is read at its first use."""
+        for operator_id in self.config.operator_keys:
+            try:
+                self._public_key(operator_id)
+                self._pubkey_g1(bytes.fromhex(operator_id[2:]))
+            except Exception as exc:
+                logger.warning("operator keys not loaded at start (%s): read at first use", _short(exc))
+                return
 
     def __enter__(self) -> AggregatorNode:
         self.start()
