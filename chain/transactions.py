@@ -20,13 +20,13 @@ from chain.client import ChainClient, RpcError
 
 # Tip of a fresh transaction; a replacement raises both fees by at least the 10% nodes require, plus a margin.
 DEFAULT_PRIORITY_FEE = 10**9
+BUMP_NUMERATOR = 1125
+BUMP_DENOMINATOR = 1000
 # Receipts are asked for this soon after a send (a devnet chain mines within milliseconds), then ever less often.
 POLL_FIRST = 0.005
 POLL_LONGEST = 0.1
 
 T = TypeVar("T")
-BUMP_NUMERATOR = 1125
-BUMP_DENOMINATOR = 1000
 
 
 @dataclass(frozen=True)
