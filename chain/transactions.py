@@ -156,6 +156,11 @@ class Simulation:
     message: str = ""
 
 
+def is_revert(exc: RpcError) -> bool:
+    """Whether a node's error answer is a revert (code 3, or "execution reverted"), not a failure to answer."""
+    return exc.code == 3 or "revert" in exc.message.lower()
+
+
 def call_simulate(
     client: ChainClient, *, sender: str | None, to: str, data: str, block: int | str = "latest"
 ) -> Simulation:
@@ -167,7 +172,7 @@ def call_simulate(
     try:
         return Simulation(reverted=False, data=str(client.call("eth_call", [request, tag])))
     except RpcError as exc:
-        if exc.code == 3 or "revert" in exc.message.lower():
+        if is_revert(exc):
             return Simulation(reverted=True, data=exc.data or "0x", message=exc.message)
         raise
 

@@ -29,12 +29,14 @@ from chain.contracts import (
     operator_state_data,
     operator_state_decode,
 )
+from chain.transactions import call_simulate
 from controlplane.netrpc import RpcServer
 from devnet.aggregator.common import (
     STATE_CACHE_BLOCKS,
     SUBMIT_THREADS,
     AggregatorConfig,
     Task,
+    _revert_error,
 )
 
 logger = logging.getLogger("devnet.aggregator")
@@ -129,13 +131,21 @@ class AggregatorBase:
             client = self._local.client = self._client()
         return client
 
-    def _eth_call(self, *, to: str, data: str) -> str:
-        return str(self._chain().call("eth_call", [{"to": to, "data": data}, "latest"]))
+    def _eth_call(self, *, to: str, data: str, function: str) -> str:
+        """A view call's return data; ContractRevertError (``function`` named) when it reverts."""
+        answer = call_simulate(self._chain(), sender=None, to=to, data=data)
+        if answer.reverted:
+            raise _revert_error(function, data=answer.data, message=answer.message)
+        return answer.data
 
     def _batch_state(self, identifier: str) -> tuple[int, bool]:
         """(taskCreatedBlock, responded) of a batch on chain; (0, False) when it does not exist."""
         state = batches_state_decode(
-            self._eth_call(to=self.config.service_manager, data=batches_state_data(identifier=identifier))
+            self._eth_call(
+                to=self.config.service_manager,
+                data=batches_state_data(identifier=identifier),
+                function="batchesState",
+            )
         )
         return state.task_created_block, state.responded
 
@@ -149,6 +159,7 @@ class AggregatorBase:
                 self._eth_call(
                     to=self.config.retriever,
                     data=operator_state_data(registry=self.config.registry, block=block),
+                    function="getOperatorState",
                 )
             )
             with self._states_lock:

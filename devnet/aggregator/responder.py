@@ -24,6 +24,7 @@ from chain.transactions import (
     call_simulate,
     fees_suggest,
     gas_estimate,
+    is_revert,
     nonce_get,
     receipt_wait,
     transaction_send,
@@ -151,10 +152,9 @@ class Responder(TaskStore):
                 reference_block=task_created_block,
                 non_signer_ids=["0x" + i.hex() for i in non_signers],
             )
-            answer = call_simulate(self._chain(), sender=None, to=self.config.retriever, data=data)
-            if answer.reverted:
-                raise _revert_error("getCheckSignaturesIndices", data=answer.data, message=answer.message)
-            return check_signatures_indices_decode(answer.data)
+            return check_signatures_indices_decode(
+                self._eth_call(to=self.config.retriever, data=data, function="getCheckSignaturesIndices")
+            )
 
         return nonsigner_params_build(
             self._w3(),
@@ -251,7 +251,7 @@ class Responder(TaskStore):
                 block="pending",
             )
         except RpcError as exc:
-            if exc.code == 3 or "revert" in exc.message.lower():
+            if is_revert(exc):
                 raise _revert_error("respondToTaskV2", data=exc.data, message=exc.message) from exc
             raise
         return estimate * 12 // 10
