@@ -187,7 +187,8 @@ def test_it_gives_up_on_a_node_that_does_not_answer_in_time(node_api: NodeApi, m
     result = probe_operator(socket=node_api.socket, timeout=TIMEOUT)
     elapsed = time.monotonic() - started
     assert (result.state, result.error) == (OperatorState.DOWN, "no answer within 0.3s")
-    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + 0.15
+    # Under the 0.85 s the trickle takes in all (each byte comes well within TIMEOUT), with room for a busy machine.
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + 0.4
 
 
 # --- Probe rounds --------------------------------------------------------------------------------
