@@ -23,11 +23,7 @@ from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus, IngestCursor, Operator
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import BatchProgress
-
-
-def _threshold() -> int:
-    return int(settings.QUORUM_THRESHOLD_PERCENTAGE)
-
+from progress.quorum import quorum_threshold, stake_holds_quorum
 
 # --- Batches ------------------------------------------------------------------------------------
 
@@ -153,7 +149,7 @@ def operator_down(ctx: RuleContext) -> list[Condition]:
         )
         if not _in_startup_grace(row, ctx.now)
     }
-    blocking = 100 - _threshold()
+    blocking = 100 - quorum_threshold()
     found = []
     for operator in operators:
         liveness = down.get(operator.operator_id)
@@ -219,8 +215,8 @@ def _online_stake(now: datetime) -> tuple[Decimal, Decimal, list[str]]:
 
 def quorum_impossible(ctx: RuleContext) -> list[Condition]:
     online, total, down = _online_stake(ctx.now)
-    threshold = _threshold()
-    if not total or online * 100 >= total * threshold:
+    threshold = quorum_threshold()
+    if not total or stake_holds_quorum(signed=online, total=total, threshold=threshold):
         return []
     return [
         Condition(
@@ -244,7 +240,7 @@ def quorum_impossible(ctx: RuleContext) -> list[Condition]:
 
 def quorum_resolution(alert: Alert, ctx: RuleContext) -> str:
     online, total, _ = _online_stake(ctx.now)
-    return f"{percent(online, total)}% of stake is online again (quorum needs {_threshold()}%)"
+    return f"{percent(online, total)}% of stake is online again (quorum needs {quorum_threshold()}%)"
 
 
 # --- Signatures ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from intake.models import SignatureStatus
 from ledger.models import BatchStatus, IngestCursor, Operator
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import QUORUM_BUCKETS, BatchProgress
+from progress.quorum import quorum_threshold
 from recovery.models import RecoveryKind, RecoveryStatus
 
 logger = logging.getLogger("api.metrics")
@@ -155,7 +156,7 @@ def operator_metrics() -> Iterator[Metric]:
     yield _single(
         "quorum_threshold_ratio",
         "Share of the stake a batch needs (QUORUM_THRESHOLD_PERCENTAGE / 100).",
-        int(settings.QUORUM_THRESHOLD_PERCENTAGE) / 100,
+        quorum_threshold() / 100,
     )
 
 

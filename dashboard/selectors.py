@@ -22,6 +22,7 @@ from ledger.models import Batch, BatchStatus, Block, IngestCursor
 from ledger.selectors import operator_stakes_at_block, stakes_at_block_sql
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import BatchProgress
+from progress.quorum import quorum_threshold, stake_holds_quorum, stake_percent
 
 # A signature counts toward a batch once verified; a pending one is stake that is probably on its way.
 _COUNTED = (SignatureStatus.PENDING, SignatureStatus.VERIFIED)
@@ -50,7 +51,7 @@ class Progress:
     quorum_reached_at: datetime | None = None
 
     def _percent(self, stake: Decimal) -> float:
-        return float(stake * 100 / self.total_stake) if self.total_stake > 0 else 0.0
+        return stake_percent(part=stake, total=self.total_stake)
 
     @property
     def signed_percent(self) -> float:
@@ -64,13 +65,9 @@ class Progress:
     def quorum_reached(self) -> bool:
         if self.quorum_reached_at is not None:
             return True
-        return (
-            self.total_stake > 0 and self.signed_stake * 100 >= self.total_stake * self.threshold_percentage
+        return stake_holds_quorum(
+            signed=self.signed_stake, total=self.total_stake, threshold=self.threshold_percentage
         )
-
-
-def _threshold() -> int:
-    return int(settings.QUORUM_THRESHOLD_PERCENTAGE)
 
 
 _PROGRESS_SQL = """
@@ -135,7 +132,7 @@ def _progress(batch: Batch, stakes: tuple[Decimal, Decimal, Decimal] | None) -> 
         total_stake=total,
         signed_stake=signed,
         pending_stake=pending,
-        threshold_percentage=row.threshold_percentage if row else _threshold(),
+        threshold_percentage=row.threshold_percentage if row else quorum_threshold(),
         at_risk=bool(row and row.at_risk and batch.status == BatchStatus.PENDING),
         quorum_reached_at=row.quorum_reached_at if row else None,
     )

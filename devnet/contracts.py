@@ -240,16 +240,24 @@ def _revert_data(exc: ContractLogicError) -> str | None:
     return data if isinstance(data, str) else None
 
 
-def _raise_revert(function: str, exc: ContractLogicError, receipt: TxReceipt | None = None) -> NoReturn:
-    data = _revert_data(exc)
+def revert_error(
+    function: str, *, data: str | None, message: str = "", receipt: TxReceipt | None = None
+) -> ContractRevertError:
+    """A revert (its data, and the node's message when the data names no known error) as the error to raise."""
     name, args = decode_revert(data)
-    raise ContractRevertError(
+    return ContractRevertError(
         function=function,
         error_name=name,
         error_args=args,
         data=data or "0x",
         receipt=receipt,
-        detail="" if name else str(exc.message or exc),
+        detail="" if name else message,
+    )
+
+
+def _raise_revert(function: str, exc: ContractLogicError, receipt: TxReceipt | None = None) -> NoReturn:
+    raise revert_error(
+        function, data=_revert_data(exc), message=str(exc.message or exc), receipt=receipt
     ) from exc
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import models
 
 from controlplane.fields import HexField, WeiField
+from progress.quorum import stake_holds_quorum, stake_percent
 
 # Bounds (seconds) of the quorum-time histogram. Its counts are kept by triggers made from these bounds
 # (progress migration 0002): a change here needs a migration that makes them again.
@@ -46,12 +47,12 @@ class BatchProgress(models.Model):
 
     @property
     def signed_percentage(self) -> float:
-        return float(self.signed_stake * 100 / self.total_stake) if self.total_stake else 0.0
+        return stake_percent(part=self.signed_stake, total=self.total_stake)
 
     @property
     def quorum_reached(self) -> bool:
-        return (
-            bool(self.total_stake) and self.signed_stake * 100 >= self.total_stake * self.threshold_percentage
+        return stake_holds_quorum(
+            signed=self.signed_stake, total=self.total_stake, threshold=self.threshold_percentage
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,6 +14,7 @@ from ledger.models import Batch, BatchStatus
 from ledger.selectors import operator_stakes_at_block
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import BatchProgress, BatchProgressChange, BatchProgressChangeKind
+from progress.quorum import quorum_threshold, stake_holds_quorum
 
 # What a refresh can move, compared before and after it (listeners report only real changes).
 ProgressState = tuple[Decimal, Decimal, Decimal, bool, datetime | None, int]
@@ -56,12 +56,12 @@ def batch_progress_refresh(
     unsigned = sorted(set(stakes) - signed_ids)
     down = operators_down_ids() if down_ids is None else down_ids
     live_unsigned = sum((stakes[i] for i in unsigned if i not in down), Decimal(0))
-    threshold = int(settings.QUORUM_THRESHOLD_PERCENTAGE)
-    reached = total > 0 and signed * 100 >= total * threshold
+    threshold = quorum_threshold()
+    reached = stake_holds_quorum(signed=signed, total=total, threshold=threshold)
     at_risk = (
         batch.status == BatchStatus.PENDING
         and not reached
-        and (signed + live_unsigned) * 100 < total * threshold
+        and not stake_holds_quorum(signed=signed + live_unsigned, total=total, threshold=threshold)
     )
     with transaction.atomic():
         progress, _ = BatchProgress.objects.select_for_update().get_or_create(batch=batch)

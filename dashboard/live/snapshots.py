@@ -10,10 +10,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
-
 from ledger.models import Batch, BatchStatus, Operator
 from progress.models import BatchProgress
+from progress.quorum import quorum_threshold
 
 
 def live_overview_snapshot() -> dict[str, Any]:
@@ -51,7 +50,7 @@ def live_progress_data(*, identifier: str) -> dict[str, Any] | None:
         progress: BatchProgress | None = batch.progress
     except BatchProgress.DoesNotExist:
         progress = None
-    threshold = progress.threshold_percentage if progress else int(settings.QUORUM_THRESHOLD_PERCENTAGE)
+    threshold = progress.threshold_percentage if progress else quorum_threshold()
     reached_at = progress.quorum_reached_at if progress else None
     return {
         "identifier": identifier,

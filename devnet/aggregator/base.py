@@ -31,12 +31,12 @@ from chain.contracts import (
 )
 from chain.transactions import call_simulate
 from controlplane.netrpc import RpcServer
+from devnet import contracts
 from devnet.aggregator.common import (
     STATE_CACHE_BLOCKS,
     SUBMIT_THREADS,
     AggregatorConfig,
     Task,
-    _revert_error,
 )
 
 logger = logging.getLogger("devnet.aggregator")
@@ -135,7 +135,7 @@ class AggregatorBase:
         """A view call's return data; ContractRevertError (``function`` named) when it reverts."""
         answer = call_simulate(self._chain(), sender=None, to=to, data=data)
         if answer.reverted:
-            raise _revert_error(function, data=answer.data, message=answer.message)
+            raise contracts.revert_error(function, data=answer.data, message=answer.message)
         return answer.data
 
     def _batch_state(self, identifier: str) -> tuple[int, bool]:

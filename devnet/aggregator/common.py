@@ -15,7 +15,6 @@ from bls import (
 )
 from chain.abi import TOPICS
 from devnet import contracts
-from devnet.contracts import ContractRevertError
 from devnet.state import DevnetStateError
 
 logger = logging.getLogger("devnet.aggregator")
@@ -153,14 +152,6 @@ class AggregatorConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DevnetStateError(f"the devnet file has no usable aggregator settings ({exc!r})") from exc
-
-
-def _revert_error(function: str, *, data: str | None, message: str = "") -> ContractRevertError:
-    """A node's revert answer (its data, and its message when the data names no known error) as the error."""
-    name, args = contracts.decode_revert(data)
-    return ContractRevertError(
-        function=function, error_name=name, error_args=args, data=data or "0x", detail="" if name else message
-    )
 
 
 def _short(exc: BaseException) -> str:

@@ -38,7 +38,6 @@ from devnet.aggregator.common import (
     SUBMIT_ATTEMPTS,
     _GaveUp,
     _percent,
-    _revert_error,
     _short,
 )
 from devnet.aggregator.tasks import TaskStore
@@ -252,7 +251,7 @@ class Responder(TaskStore):
             )
         except RpcError as exc:
             if is_revert(exc):
-                raise _revert_error("respondToTaskV2", data=exc.data, message=exc.message) from exc
+                raise contracts.revert_error("respondToTaskV2", data=exc.data, message=exc.message) from exc
             raise
         return estimate * 12 // 10
 
@@ -279,7 +278,7 @@ class Responder(TaskStore):
                 block=max(receipt.block_number - 1, 0),
             )
             if replay.reverted:
-                raise _revert_error("respondToTaskV2", data=replay.data, message=replay.message)
+                raise contracts.revert_error("respondToTaskV2", data=replay.data, message=replay.message)
             raise ContractRevertError(
                 function="respondToTaskV2",
                 error_name=None,

@@ -10,13 +10,13 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
 from ledger.selectors import operator_stakes_at_block
+from progress.quorum import quorum_threshold, stake_holds_quorum
 from recovery.aggregator import (
     UNKNOWN_TASK,
     UNKNOWN_TASK_CODES,
@@ -181,7 +181,7 @@ def replay_execute(task: RecoveryTask) -> Outcome:
     boot_id = announced.boot_id
     watched = _boot()  # once a replay: a boot that changes meanwhile gets every pending batch replayed again
     signatures, stakes, total = _largest_stake_first(batch)
-    threshold = int(settings.QUORUM_THRESHOLD_PERCENTAGE)
+    threshold = quorum_threshold()
     sent, held = 0, Decimal(0)
     for signature in signatures:
         try:
@@ -206,7 +206,7 @@ def replay_execute(task: RecoveryTask) -> Outcome:
         _record_delivery(signature=signature, answer=answer)
         sent += 1
         held += stakes.get(signature.operator_id, Decimal(0))
-        if total > 0 and held * 100 >= total * threshold and sent < len(signatures):
+        if stake_holds_quorum(signed=held, total=total, threshold=threshold) and sent < len(signatures):
             return Outcome.done(
                 f"replayed to boot {boot_id[:8]}: {sent} signatures sent, a quorum of the stake "
                 f"({held * 100 / total:.0f}%); {len(signatures) - sent} left to forwarding",

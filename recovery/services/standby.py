@@ -27,6 +27,7 @@ from chain.transactions import Simulation, account_from_key, call_simulate
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, Operator
 from ledger.selectors import operator_stakes_at_block, operators_registered_at_block
+from progress.quorum import quorum_threshold, stake_holds_quorum, stake_percent
 
 
 class NotAnswerable(Exception):
@@ -85,7 +86,7 @@ class ResponsePlan:
 
     @property
     def signed_percentage(self) -> float:
-        return float(self.signed_stake * 100 / self.total_stake) if self.total_stake else 0.0
+        return stake_percent(part=self.signed_stake, total=self.total_stake)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -135,8 +136,8 @@ def response_build(*, batch: Batch, client: ChainClient, standby: Standby) -> Re
     stakes = operator_stakes_at_block(block_number=reference)
     total = sum(stakes.values(), Decimal(0))
     signed = sum((stakes.get(operator_id, Decimal(0)) for operator_id in signatures), Decimal(0))
-    threshold = int(settings.QUORUM_THRESHOLD_PERCENTAGE)
-    if not signatures or total <= 0 or signed * 100 < total * threshold:
+    threshold = quorum_threshold()
+    if not signatures or not stake_holds_quorum(signed=signed, total=total, threshold=threshold):
         share = f"{float(signed * 100 / total):.1f}%" if total else "none"
         raise NotAnswerable(
             f"verified signatures hold {share} of the stake at block {reference}, under {threshold}%"
