@@ -307,8 +307,10 @@ def scenario_run(
             fault_ended = time.monotonic()
         elif name == "redis-flush" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)
-            redis.Redis.from_url(settings.REDIS_URL).flushall()
-            say("fault: Redis FLUSHALL mid-flight (every queued job is gone)")
+            # The control plane's database only: the server may be shared (the test suite's own database is on
+            # it), and FLUSHALL would wipe what belongs to others. The control plane keeps all it has in this one.
+            redis.Redis.from_url(settings.REDIS_URL).flushdb()
+            say("fault: Redis FLUSHDB of the control plane's database mid-flight (every queued job is gone)")
             fault_ended = time.monotonic()
         elif name == "worker-kill" and control_plane is not None:
             _wait_for_batches(chain, 2, after=ready)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from devnet.anvil import free_port
 
@@ -36,6 +37,10 @@ def scenario(
     return created, verified, lost, done.stdout
 
 
+SCENARIO_REDIS_URL = "redis://127.0.0.1:6379/12"
+NEIGHBOUR_REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
 def through_control_plane(name: str, tmp_path: Path, database_url: str) -> tuple[int, int, int, str]:
     """Five batches of scenario ``name`` with the control plane between the operators and the aggregator."""
     return scenario(
@@ -45,7 +50,7 @@ def through_control_plane(name: str, tmp_path: Path, database_url: str) -> tuple
         "5",
         "--control-plane-url",
         f"http://127.0.0.1:{free_port()}",
-        env_extra={"DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:6379/12"},
+        env_extra={"DATABASE_URL": database_url, "REDIS_URL": SCENARIO_REDIS_URL},
     )
 
 
@@ -85,8 +90,14 @@ def scenario_database():
     ["operators-down", "aggregator-crash", "aggregator-replace", "redis-flush", "worker-kill", "ingest-down"],
 )
 def test_it_loses_nothing_when_the_control_plane_is_in_the_loop(tmp_path, name, scenario_database):
+    # Another tenant of the same Redis server: no fault of a scenario (Redis flushed, say) may touch it.
+    neighbour = redis.Redis.from_url(NEIGHBOUR_REDIS_URL)
+    sentinel = f"scenario-neighbour:{name}"
+    neighbour.set(sentinel, "kept", ex=600)
     created, verified, lost, output = through_control_plane(name, tmp_path, scenario_database)
     assert (created, verified, lost) == (5, 5, 0), output
+    assert neighbour.get(sentinel) == b"kept", "the scenario wiped another database on the Redis server"
+    neighbour.delete(sentinel)
     # Each batch verified exactly once: one "verified in block" per batch line.
     assert output.count("verified in block") == 5
 
