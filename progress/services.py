@@ -61,6 +61,7 @@ def batch_progress_refresh(
     at_risk = (
         batch.status == BatchStatus.PENDING
         and not reached
+        and total > 0  # no stake at the task block: nothing can sign it, and nothing is at risk
         and not stake_holds_quorum(signed=signed + live_unsigned, total=total, threshold=threshold)
     )
     with transaction.atomic():

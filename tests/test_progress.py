@@ -107,3 +107,14 @@ def test_it_serves_the_persisted_progress_in_the_batch_api(client, anvil):
     assert progress["at_risk"] is False
     assert len(progress["signers"]) == 2
     assert len(progress["non_signers"]) == 2
+
+
+@pytest.mark.django_db
+def test_it_does_not_flag_a_batch_at_risk_when_no_stake_was_registered_at_its_block():
+    from tests.factories import batch_create
+
+    batch = batch_create(label="before-any-operator")
+    progress = batch_progress_refresh(batch_identifier=batch.identifier)
+    assert progress is not None
+    assert (progress.total_stake, progress.quorum_reached_at, progress.at_risk) == (0, None, False)
+    assert not BatchProgressChange.objects.filter(batch_identifier=batch.identifier).exists()
