@@ -9,6 +9,7 @@ from typing import Any
 
 from alerts.models import Alert, AlertKind, AlertSeverity
 from alerts.observe import RuleContext
+from progress.quorum import stake_percent
 
 # At most this many subjects of one kind per evaluation: a flood stays bounded and the oldest come first.
 SUBJECT_LIMIT = 1000
@@ -49,4 +50,4 @@ def short(value: str) -> str:
 
 
 def percent(part: Decimal, total: Decimal) -> float:
-    return round(float(part * 100 / total), 2) if total else 0.0
+    return round(stake_percent(part=part, total=total), 2)

@@ -295,8 +295,10 @@ def _progress_series(detail: BatchDetail) -> dict[str, list[float]]:
         if total <= 0:
             continue
         xs.append(max(at, start).timestamp())
-        signed.append(float(sum((stakes[o] for o in verified), Decimal(0)) * 100 / total))
-        reached.append(float(sum((stakes[o] for o in accepted | verified), Decimal(0)) * 100 / total))
+        signed.append(stake_percent(part=sum((stakes[o] for o in verified), Decimal(0)), total=total))
+        reached.append(
+            stake_percent(part=sum((stakes[o] for o in accepted | verified), Decimal(0)), total=total)
+        )
     return {"x": xs, "signed": signed, "accepted": reached}
 
 

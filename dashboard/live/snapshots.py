@@ -12,7 +12,7 @@ from typing import Any
 
 from ledger.models import Batch, BatchStatus, Operator
 from progress.models import BatchProgress
-from progress.quorum import quorum_threshold
+from progress.quorum import quorum_threshold, stake_percent
 
 
 def live_overview_snapshot() -> dict[str, Any]:
@@ -30,7 +30,7 @@ def live_batch_snapshot(*, identifier: str) -> dict[str, Any] | None:
 
 
 def _percent(part: Decimal, total: Decimal) -> float:
-    return round(float(part * 100 / total), 4) if total > 0 else 0.0
+    return round(stake_percent(part=part, total=total), 4)
 
 
 def live_progress_data(*, identifier: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
 from ledger.selectors import operator_stakes_at_block
-from progress.quorum import quorum_threshold, stake_holds_quorum
+from progress.quorum import quorum_threshold, stake_holds_quorum, stake_percent
 from recovery.aggregator import (
     UNKNOWN_TASK,
     UNKNOWN_TASK_CODES,
@@ -209,7 +209,7 @@ def replay_execute(task: RecoveryTask) -> Outcome:
         if stake_holds_quorum(signed=held, total=total, threshold=threshold) and sent < len(signatures):
             return Outcome.done(
                 f"replayed to boot {boot_id[:8]}: {sent} signatures sent, a quorum of the stake "
-                f"({held * 100 / total:.0f}%); {len(signatures) - sent} left to forwarding",
+                f"({stake_percent(part=held, total=total):.0f}%); {len(signatures) - sent} left to forwarding",
                 sent=sent,
                 boot_id=boot_id,
             )

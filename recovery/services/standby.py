@@ -138,7 +138,7 @@ def response_build(*, batch: Batch, client: ChainClient, standby: Standby) -> Re
     signed = sum((stakes.get(operator_id, Decimal(0)) for operator_id in signatures), Decimal(0))
     threshold = quorum_threshold()
     if not signatures or not stake_holds_quorum(signed=signed, total=total, threshold=threshold):
-        share = f"{float(signed * 100 / total):.1f}%" if total else "none"
+        share = f"{stake_percent(part=signed, total=total):.1f}%" if total else "none"
         raise NotAnswerable(
             f"verified signatures hold {share} of the stake at block {reference}, under {threshold}%"
         )
