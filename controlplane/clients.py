@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -102,14 +102,23 @@ def rate_check(*, key: str, rate: Rate, fail_open: bool) -> float | None:
     so every replica shares the counts. With Redis away, ``fail_open`` decides: the intake stays open (its own
     per-batch bounds hold), anything that protects people's accounts closes.
     """
+    return rate_check_many(keys=[key], rate=rate, fail_open=fail_open)[0]
+
+
+def rate_check_many(*, keys: Sequence[str], rate: Rate, fail_open: bool) -> list[float | None]:
+    """``rate_check`` for hits that came together, in one round trip to Redis; a key may come more than once."""
+    if not keys:
+        return []
     try:
-        wait = _connection().eval(
-            _GCRA, 1, f"rate:{key}", repr(time.time()), repr(rate.seconds / rate.count), str(rate.seconds)
-        )
+        pipeline = _connection().pipeline(transaction=False)
+        now, interval = repr(time.time()), repr(rate.seconds / rate.count)
+        for key in keys:
+            pipeline.eval(_GCRA, 1, f"rate:{key}", now, interval, str(rate.seconds))
+        waits = pipeline.execute()
         redis_outage.over()
     except Exception as exc:  # redis-py can fail with more than RedisError under load: a count never 500s
-        redis_outage.note(f"rate limit for {key.split(':', 1)[0]} not counted ({type(exc).__name__}: {exc})")
-        return None if fail_open else float(rate.seconds)
-    if wait is None:
-        return None
-    return max(1.0, math.ceil(float(wait)))
+        redis_outage.note(
+            f"rate limit for {keys[0].split(':', 1)[0]} not counted ({type(exc).__name__}: {exc})"
+        )
+        return [None if fail_open else float(rate.seconds) for _ in keys]
+    return [None if wait is None else max(1.0, math.ceil(float(wait))) for wait in waits]

@@ -3,8 +3,9 @@
 Through Django, a signature cost about three times its storage: each of the seven middlewares hops between the
 event loop and a thread for its request and response halves, and every request starts a thread of its own. The
 intake needs none of them (no session, no CSRF, no templates), and it is the one endpoint that takes thousands of
-posts a second. Here a post costs one hop, to a fixed pool of threads, and gets the same answer
-(``signature_answer``) as the Django view, which the test client and the API schema still use.
+posts a second. Here a post goes to the process's committers (``intake.groups``), which store what arrived
+together in one transaction, and gets the same answer (``signature_answer_for``) as the Django view, which the test
+client and the API schema still use.
 
 ``BodyLimitMiddleware`` sits in front: a body over INTAKE_MAX_BODY_BYTES arrives here as a disconnect, and it
 answers 413 itself.
@@ -14,27 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from concurrent.futures import ThreadPoolExecutor
-
-from django.conf import settings
-from django.db import connection
 
 from controlplane.body_limit import INTAKE_PATH, App, Receive, Scope, Send
-from intake.views import IntakeAnswer, signature_answer
-
-logger = logging.getLogger("intake")
-
-
-def _answer_in_thread(meta: dict[str, str], raw: bytes) -> IntakeAnswer:
-    try:
-        return signature_answer(meta=meta, raw=raw)
-    except Exception:
-        logger.exception("intake: unexpected error answering a post from %s", meta.get("REMOTE_ADDR"))
-        return IntakeAnswer(status=500, body={"error": "internal error"})
-    finally:
-        # Back to the pool after every post, as the net/rpc intake does: the threads outnumber no one's connections.
-        connection.close()
+from intake.groups import signature_groups
+from intake.views import signature_answer_for, signature_post
 
 
 def _meta(scope: Scope, raw: bytes) -> dict[str, str]:
@@ -54,9 +38,6 @@ class IntakeEndpoint:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        # As many threads as database connections: a post holds one connection for its whole store.
-        threads = int(settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"])
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="intake")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -75,8 +56,9 @@ class IntakeEndpoint:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        answer = await asyncio.get_running_loop().run_in_executor(
-            self.executor, _answer_in_thread, _meta(scope, raw), raw
+        source, parse = signature_post(meta=_meta(scope, raw), raw=raw)
+        answer = signature_answer_for(
+            await asyncio.wrap_future(signature_groups().submit(source=source, parse=parse))
         )
         body = json.dumps(answer.body).encode()
         headers = [

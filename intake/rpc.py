@@ -12,12 +12,10 @@ import logging
 import threading
 from typing import Any
 
-from django.db import connection
-
 from controlplane.gob import INT
 from controlplane.netrpc import Method, Outcome, RpcServer, rpc_serve
+from intake.groups import signature_groups
 from intake.parse import IntakeError
-from intake.services import signature_receive
 from intake.wire import METHOD, PING, signed_response_from_gob
 
 logger = logging.getLogger("intake")
@@ -25,19 +23,19 @@ logger = logging.getLogger("intake")
 
 def signature_receive_gob(*, argument: Any, source: str) -> Outcome:
     """One ProcessOperatorSignedTaskResponseV2 call: reply 0 once stored, else an error string to retry on."""
-    try:
-        _, result = signature_receive(source=source, parse=lambda: signed_response_from_gob(argument))
-    except IntakeError as exc:
-        if exc.status == 429:
-            return Outcome(error=f"rate limited: {exc.message}; retry later")
-        if exc.status >= 500:
-            return Outcome(error=exc.message)
-        where = f" ({exc.field})" if exc.field else ""
-        return Outcome(error=f"refused{where}: {exc.message}")
-    finally:
-        # Back to the pool after every call: an operator keeps its connection (and this thread) for as long as it
-        # runs, and the pool has a few database connections for all of them.
-        connection.close()
+    # Stored by the process's committers with whatever else arrived (over either wire): this connection's thread
+    # holds no database connection, however long the operator stays connected.
+    outcome = (
+        signature_groups().submit(source=source, parse=lambda: signed_response_from_gob(argument)).result()
+    )
+    if isinstance(outcome, IntakeError):
+        if outcome.status == 429:
+            return Outcome(error=f"rate limited: {outcome.message}; retry later")
+        if outcome.status >= 500:
+            return Outcome(error=outcome.message)
+        where = f" ({outcome.field})" if outcome.field else ""
+        return Outcome(error=f"refused{where}: {outcome.message}")
+    _, result = outcome
     logger.debug("net/rpc signature from %s: %s (%s)", source, result.status, result.signature_id)
     return Outcome(reply=0)
 
@@ -49,15 +47,6 @@ def _methods_for(peer: str) -> dict[str, Method]:
     }
 
 
-def _connection_close() -> None:
-    # A function, not ``connection.close``: that would bind the DatabaseWrapper of the thread that started the
-    # server, and each connection's thread must close its own.
-    connection.close()
-
-
 def rpc_server_start(*, host: str, port: int) -> tuple[RpcServer, threading.Thread]:
     """Serve the intake over net/rpc on a thread; stop it with ``server.shutdown()`` then ``server_close()``."""
-    # Each connection's thread gives back its database connection when the operator hangs up.
-    return rpc_serve(
-        host=host, port=port, methods_for=_methods_for, on_close=_connection_close, name="intake-rpc"
-    )
+    return rpc_serve(host=host, port=port, methods_for=_methods_for, name="intake-rpc")

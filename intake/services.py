@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.changes import change_announce, signature_accepted
-from controlplane.clients import Rate, rate_check
+from controlplane.clients import Rate, rate_check_many
 from intake.models import BatchRefusal, Signature, SignatureStatus
 from intake.parse import IntakeError, SignedResponse
 from ledger.models import Batch
@@ -52,39 +54,58 @@ def _hex32(value: int) -> str:
 # cannot crowd it out. Anyone else over the bound gets 429 with Retry-After until verification settles what waits.
 # Submissions for one (batch, operator) are serialised by a transaction-scoped advisory lock, so the bound on
 # unverified ones holds under concurrency; honest submissions of different operators never wait for each other.
-# The lock is taken by the lookup, a statement before the insert's: a statement sees what committed before it began,
-# so the count must come from a later statement than the wait for the lock.
+# A group of posts (what arrived together, see intake.groups) is stored in one transaction: the lookup takes every
+# pair's lock, in the pairs' order so that two groups never wait on each other crosswise, and it is a statement
+# before the inserts: a statement sees what committed before it began, so the counts must come from a later one.
 _LOOKUP = f"""
-SELECT o.registered, b.task_created_block, o.socket,
-    {stake_at_block_sql(operator="o.operator_id", block="b.task_created_block")},
-    pg_advisory_xact_lock(hashtextextended(%(pair)s, 0))::text
-FROM monitoring_operator o LEFT JOIN monitoring_batch b ON b.identifier = %(batch)s
-WHERE o.operator_id = %(operator)s
+SELECT i.n, o.registered, b.task_created_block, o.socket,
+    {stake_at_block_sql(operator="o.operator_id", block="b.task_created_block")}
+FROM (
+    SELECT n, batch, operator, pg_advisory_xact_lock(hashtextextended(batch || operator, 0))::text AS locked
+    FROM (
+        SELECT * FROM unnest(%(batches)s::text[], %(operators)s::text[]) WITH ORDINALITY AS u(batch, operator, n)
+        ORDER BY batch || operator OFFSET 0
+    ) sorted
+) i
+LEFT JOIN monitoring_operator o ON o.operator_id = i.operator
+LEFT JOIN monitoring_batch b ON b.identifier = i.batch
 """
 
-# In one round trip: an identical earlier submission (a duplicate), how many of the pair are unverified, the
-# insert when it is neither a duplicate nor over the bound, and the verifiers' wake-up for a pending one.
+# One round of a group (at most one post per pair), in one statement: each post's identical earlier submission
+# (a duplicate), how many of its pair are unverified, the inserts of those neither duplicate nor over the bound,
+# and the verifiers' wake-up per batch that gained a pending one. A later round sees the earlier rounds' rows.
 _INSERT = """
-WITH same AS (
-    SELECT id, status, conflicting FROM monitoring_signature
-    WHERE batch_identifier = %(batch)s AND operator_id = %(operator)s AND signature_x = %(x)s AND signature_y = %(y)s
+WITH i AS (
+    SELECT * FROM unnest(%(batches)s::text[], %(operators)s::text[], %(roots)s::text[], %(senders)s::text[],
+        %(xs)s::text[], %(ys)s::text[], %(statuses)s::text[], %(sources)s::text[], %(owns)s::boolean[])
+        WITH ORDINALITY AS u(batch, operator, root, sender, x, y, status, source, own, n)
+), same AS (
+    SELECT i.n, s.id, s.status, s.conflicting FROM i JOIN monitoring_signature s
+        ON s.batch_identifier = i.batch AND s.operator_id = i.operator AND s.signature_x = i.x AND s.signature_y = i.y
 ), unverified AS (
-    SELECT count(*) AS n, count(*) FILTER (WHERE source = %(source)s) AS from_source FROM monitoring_signature
-    WHERE batch_identifier = %(batch)s AND operator_id = %(operator)s AND status IN ('pending', 'waiting')
+    SELECT i.n, count(s.id) AS total, count(s.id) FILTER (WHERE s.source = i.source) AS from_source
+    FROM i LEFT JOIN monitoring_signature s ON s.batch_identifier = i.batch AND s.operator_id = i.operator
+        AND s.status IN ('pending', 'waiting')
+    GROUP BY i.n
 ), inserted AS (
     INSERT INTO monitoring_signature (batch_identifier, batch_merkle_root, sender_address, operator_id,
         signature_x, signature_y, status, status_reason, conflicting, source, received_at)
-    SELECT %(batch)s, %(root)s, %(sender)s, %(operator)s, %(x)s, %(y)s, %(status)s, '', false, %(source)s, now()
-    WHERE NOT EXISTS (SELECT 1 FROM same)
-        AND (%(own)s OR ((SELECT from_source FROM unverified) = 0 AND (SELECT n FROM unverified) < %(bound)s))
+    SELECT i.batch, i.root, i.sender, i.operator, i.x, i.y, i.status, '', false, i.source, now()
+    FROM i JOIN unverified u ON u.n = i.n
+    WHERE NOT EXISTS (SELECT 1 FROM same WHERE same.n = i.n)
+        AND (i.own OR (u.from_source = 0 AND u.total < %(bound)s))
+    ORDER BY i.n
     ON CONFLICT (batch_identifier, operator_id, signature_x, signature_y) DO NOTHING
-    RETURNING id
+    RETURNING id, batch_identifier, operator_id, status
 ), notified AS (
-    SELECT pg_notify(%(channel)s, %(batch)s)::text FROM inserted WHERE %(status)s = 'pending'
+    SELECT pg_notify(%(channel)s, batch)::text
+    FROM (SELECT DISTINCT batch_identifier AS batch FROM inserted WHERE status = 'pending') pending
 )
-SELECT (SELECT id FROM inserted), (SELECT id FROM same), (SELECT status FROM same),
-    (SELECT conflicting FROM same), (SELECT n FROM unverified), (SELECT from_source FROM unverified),
+SELECT i.n, inserted.id, same.id, same.status, same.conflicting, u.total, u.from_source,
     (SELECT count(*) FROM notified)
+FROM i LEFT JOIN inserted ON inserted.batch_identifier = i.batch AND inserted.operator_id = i.operator
+    LEFT JOIN same ON same.n = i.n LEFT JOIN unverified u ON u.n = i.n
+ORDER BY i.n
 """
 
 # Seconds a submitter over the bound is told to wait: about a verifier round.
@@ -93,112 +114,174 @@ UNVERIFIED_RETRY_AFTER = 2
 # Verifiers LISTEN on this channel; the notification is delivered only if the transaction commits.
 NOTIFY_CHANNEL = "signatures_pending"
 
+# What a post came to: stored (or found stored), or refused with nothing stored.
+Received = tuple[SignedResponse, SubmitResult] | IntakeError
+
 
 def signature_receive(
     *, source: str, parse: Callable[[], SignedResponse]
 ) -> tuple[SignedResponse, SubmitResult]:
-    """The intake of every wire (HTTP JSON, net/rpc gob): the per-address rate, then ``parse``, then the store.
+    """One post through ``signatures_receive``; raises its IntakeError when nothing was stored."""
+    (outcome,) = signatures_receive(posts=[(source, parse)])
+    if isinstance(outcome, IntakeError):
+        raise outcome
+    return outcome
 
-    Raises IntakeError when nothing was stored: 429 over the rate, what ``parse`` or the checks refuse, 503 when
-    Postgres can't take it now. The adapters only translate the outcome into their wire's answer.
+
+def signatures_receive(*, posts: Sequence[tuple[str, Callable[[], SignedResponse]]]) -> list[Received]:
+    """The intake of every wire (HTTP JSON, net/rpc gob), for posts that arrived together, each a (source address,
+    ``parse``): the per-address rate, then ``parse``, then one store for all. One outcome per post, in order.
+
+    An IntakeError means nothing was stored: 429 over the rate, what ``parse`` or the checks refuse, 503 when
+    Postgres can't take it now. The adapters only translate each outcome into their wire's answer.
     """
-    wait = rate_check(key=f"intake:{source}", rate=Rate.parse(settings.INTAKE_RATE), fail_open=True)
-    if wait is not None:
-        raise IntakeError(
-            f"more than {settings.INTAKE_RATE} posts from {source}", status=429, retry_after=wait
-        )
-    response = parse()
-    try:
-        return response, signature_submit(response=response, source=source)
-    except DatabaseError as exc:
-        # Nothing was acknowledged, so nothing is lost: the sender is told to retry rather than failed opaquely.
-        logger.error("intake storage unavailable: %s", exc)
-        raise IntakeError("storage temporarily unavailable; retry", status=503, retry_after=1) from None
+    rate = Rate.parse(settings.INTAKE_RATE)
+    waits = rate_check_many(keys=[f"intake:{source}" for source, _ in posts], rate=rate, fail_open=True)
+    outcomes: list[Received | None] = [None] * len(posts)
+    parsed: list[tuple[int, SignedResponse, str]] = []
+    for index, ((source, parse), wait) in enumerate(zip(posts, waits, strict=True)):
+        if wait is not None:
+            outcomes[index] = IntakeError(
+                f"more than {settings.INTAKE_RATE} posts from {source}", status=429, retry_after=wait
+            )
+            continue
+        try:
+            parsed.append((index, parse(), source))
+        except IntakeError as exc:
+            outcomes[index] = exc
+    if parsed:
+        try:
+            stored = signatures_submit(posts=[(response, source) for _, response, source in parsed])
+        except DatabaseError as exc:
+            # Nothing was acknowledged, so nothing is lost: the senders are told to retry, not failed opaquely.
+            logger.error("intake storage unavailable: %s", exc)
+            stored = [
+                IntakeError("storage temporarily unavailable; retry", status=503, retry_after=1)
+                for _ in parsed
+            ]
+        for (index, response, _), result in zip(parsed, stored, strict=True):
+            outcomes[index] = result if isinstance(result, IntakeError) else (response, result)
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def signature_submit(*, response: SignedResponse, source: str = "") -> SubmitResult:
-    """Check the operator, store the signature, commit. Raises IntakeError (403) for an unknown operator.
+    """One signature through ``signatures_submit``; raises its IntakeError (403 for an unknown operator)."""
+    (result,) = signatures_submit(posts=[(response, source)])
+    if isinstance(result, IntakeError):
+        raise result
+    return result
 
-    Returns only after the row is committed: from then on it cannot be lost, so the caller may acknowledge.
+
+def signatures_submit(*, posts: Sequence[tuple[SignedResponse, str]]) -> list[SubmitResult | IntakeError]:
+    """Check each (response, source address)'s operator, store what may be stored, commit once for all.
+
+    Returns only after the rows are committed: from then on they cannot be lost, so the caller may acknowledge.
+    One outcome per post, in order: a SubmitResult, or the IntakeError that says why nothing was stored for it.
     """
-    sig_x, sig_y = _hex32(response.signature.x), _hex32(response.signature.y)
+    outcomes: list[SubmitResult | IntakeError | None] = [None] * len(posts)
+    pairs = list(dict.fromkeys((response.batch_identifier, response.operator_id) for response, _ in posts))
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _LOOKUP,
-            {
-                "batch": response.batch_identifier,
-                "operator": response.operator_id,
-                "pair": response.batch_identifier + response.operator_id,
-            },
-        )
-        found = cursor.fetchone()
-        if found is None:
-            raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-        registered, task_created_block, socket, stake, _ = found
-        if task_created_block is not None:
-            if not stake or stake <= 0:
-                raise IntakeError(
-                    "operatorId had no stake at the batch's taskCreatedBlock", field="operatorId", status=403
+        cursor.execute(_LOOKUP, {"batches": [b for b, _ in pairs], "operators": [o for _, o in pairs]})
+        found = {pairs[int(n) - 1]: row for n, *row in cursor.fetchall()}
+        # Round r holds the r-th post of each pair, so that every statement counts each pair once.
+        rounds: list[list[tuple[int, SignedResponse, str, str, bool, Decimal]]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for index, (response, source) in enumerate(posts):
+            pair = (response.batch_identifier, response.operator_id)
+            registered, task_created_block, socket, stake = found[pair]
+            if registered is None:  # no such operator (the LEFT JOIN found none)
+                outcomes[index] = IntakeError(
+                    "operatorId is not a registered operator", field="operatorId", status=403
                 )
-            status = SignatureStatus.PENDING
-        elif not registered:
-            raise IntakeError("operatorId is not a registered operator", field="operatorId", status=403)
-        else:
-            status = SignatureStatus.WAITING
+                continue
+            if task_created_block is not None:
+                if not stake or stake <= 0:
+                    outcomes[index] = IntakeError(
+                        "operatorId had no stake at the batch's taskCreatedBlock",
+                        field="operatorId",
+                        status=403,
+                    )
+                    continue
+                status = SignatureStatus.PENDING
+            elif not registered:
+                outcomes[index] = IntakeError(
+                    "operatorId is not a registered operator", field="operatorId", status=403
+                )
+                continue
+            else:
+                status = SignatureStatus.WAITING
+            # The operator posting from its registered node's address always has a place of its own.
+            own = bool(source) and _socket_address(str(socket or "")) == source
+            round_number = seen.get(pair, 0)
+            seen[pair] = round_number + 1
+            if round_number == len(rounds):
+                rounds.append([])
+            rounds[round_number].append((index, response, source[:64], status, own, stake))
+        for items in rounds:
+            _insert_round(cursor=cursor, items=items, outcomes=outcomes)
+    # A conflict is known only once two different signatures have both verified (see verify.py).
+    return [outcome for outcome in outcomes if outcome is not None]
 
-        cursor.execute(
-            _INSERT,
-            {
-                "batch": response.batch_identifier,
-                "operator": response.operator_id,
-                "root": response.batch_merkle_root,
-                "sender": response.sender_address,
-                "x": sig_x,
-                "y": sig_y,
-                "status": status,
-                "source": source[:64],
-                "bound": int(settings.INTAKE_MAX_UNVERIFIED),
-                # The operator posting from its registered node's address always has a place of its own.
-                "own": bool(source) and _socket_address(str(socket or "")) == source,
-                "channel": NOTIFY_CHANNEL,
-            },
-        )
-        row = cursor.fetchone()
-        assert row is not None
-        inserted_id, same_id, same_status, same_conflicting, unverified, from_source, _ = row
+
+def _insert_round(
+    *,
+    cursor: CursorWrapper,
+    items: list[tuple[int, SignedResponse, str, str, bool, Decimal]],
+    outcomes: list[SubmitResult | IntakeError | None],
+) -> None:
+    cursor.execute(
+        _INSERT,
+        {
+            "batches": [r.batch_identifier for _, r, *_ in items],
+            "operators": [r.operator_id for _, r, *_ in items],
+            "roots": [r.batch_merkle_root for _, r, *_ in items],
+            "senders": [r.sender_address for _, r, *_ in items],
+            "xs": [_hex32(r.signature.x) for _, r, *_ in items],
+            "ys": [_hex32(r.signature.y) for _, r, *_ in items],
+            "statuses": [status for _, _, _, status, _, _ in items],
+            "sources": [source for _, _, source, _, _, _ in items],
+            "owns": [own for _, _, _, _, own, _ in items],
+            "bound": int(settings.INTAKE_MAX_UNVERIFIED),
+            "channel": NOTIFY_CHANNEL,
+        },
+    )
+    rows = cursor.fetchall()
+    assert len(rows) == len(items)
+    for (index, response, _, status, _, stake), row in zip(items, rows, strict=True):
+        _, inserted_id, same_id, same_status, same_conflicting, unverified, from_source, _ = row
         if same_id is not None:
-            return SubmitResult(
+            outcomes[index] = SubmitResult(
                 status="duplicate",
                 signature_id=int(same_id),
                 signature_status=str(same_status),
                 conflicting=bool(same_conflicting),
             )
-        if inserted_id is None:
+        elif inserted_id is None:
             # Anyone can post in any operator's name: what a forger can make the verifier do is bounded.
             waiting = (
                 "a signature from this address in this operator's name for this batch awaits verification"
                 if from_source
                 else f"{unverified} signatures in this operator's name for this batch await verification"
             )
-            raise IntakeError(
+            outcomes[index] = IntakeError(
                 f"{waiting}; retry later",
                 field="blsSignature",
                 status=429,
                 retry_after=UNVERIFIED_RETRY_AFTER,
             )
-        change_announce(
-            signature_accepted,
-            signature_id=int(inserted_id),
-            batch_identifier=response.batch_identifier,
-            operator_id=response.operator_id,
-            status=status,
-            stake=stake,
-            conflicting=False,
-        )
-    # A conflict is known only once two different signatures have both verified (see verify.py).
-    return SubmitResult(
-        status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=False
-    )
+        else:
+            change_announce(
+                signature_accepted,
+                signature_id=int(inserted_id),
+                batch_identifier=response.batch_identifier,
+                operator_id=response.operator_id,
+                status=status,
+                stake=stake,
+                conflicting=False,
+            )
+            outcomes[index] = SubmitResult(
+                status="accepted", signature_id=int(inserted_id), signature_status=status, conflicting=False
+            )
 
 
 # An expired signature is matched again when its batch is first seen within this window: an ingester that was

@@ -1,13 +1,14 @@
 """POST /api/v1/signatures — a thin adapter: size limit, parse, store, then acknowledge.
 
-``signature_answer`` is the whole endpoint minus the HTTP framework: the Django view below and the ASGI fast path
-(``intake.asgi``, what the web server runs) both answer with it.
+``signature_post`` and ``signature_answer_for`` are the whole endpoint minus the HTTP framework and the store: the
+Django view below stores each post itself, the ASGI fast path (``intake.asgi``, what the web server runs) hands it to
+the process's committers (``intake.groups``); both answer alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from controlplane.clients import client_address
 from intake.parse import IntakeError, SignedResponse, signed_response_parse
-from intake.services import signature_receive
+from intake.services import Received, signature_receive
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class IntakeAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def signature_answer(*, meta: Mapping[str, object], raw: bytes) -> IntakeAnswer:
-    """The answer to one posted body: 202 once stored, else the refusal (``{"error", "field"}``, Retry-After)."""
+def signature_post(*, meta: Mapping[str, object], raw: bytes) -> tuple[str, Callable[[], SignedResponse]]:
+    """What the intake takes of one posted body: its source address and its parser (413 over the body limit)."""
     limit = int(settings.INTAKE_MAX_BODY_BYTES)
     try:
         declared = int(str(meta.get("CONTENT_LENGTH") or 0))
@@ -41,11 +42,16 @@ def signature_answer(*, meta: Mapping[str, object], raw: bytes) -> IntakeAnswer:
             raise IntakeError(f"body is larger than {limit} bytes", status=413)
         return signed_response_parse(raw)
 
-    try:
-        response, result = signature_receive(source=client_address(meta), parse=parse)
-    except IntakeError as exc:
-        headers = {} if exc.retry_after is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-        return IntakeAnswer(status=exc.status, body=exc.as_json(), headers=headers)
+    return client_address(meta), parse
+
+
+def signature_answer_for(outcome: Received) -> IntakeAnswer:
+    """202 once stored, else the refusal (``{"error", "field"}``, Retry-After)."""
+    if isinstance(outcome, IntakeError):
+        retry_after = outcome.retry_after
+        headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        return IntakeAnswer(status=outcome.status, body=outcome.as_json(), headers=headers)
+    response, result = outcome
     return IntakeAnswer(
         status=202,
         body={
@@ -57,6 +63,16 @@ def signature_answer(*, meta: Mapping[str, object], raw: bytes) -> IntakeAnswer:
             "operatorId": response.operator_id,
         },
     )
+
+
+def signature_answer(*, meta: Mapping[str, object], raw: bytes) -> IntakeAnswer:
+    """The answer to one posted body, stored by this thread (the fast path groups posts, see intake.groups)."""
+    source, parse = signature_post(meta=meta, raw=raw)
+    try:
+        outcome: Received = signature_receive(source=source, parse=parse)
+    except IntakeError as exc:
+        outcome = exc
+    return signature_answer_for(outcome)
 
 
 @csrf_exempt  # operators are machines posting JSON, not browsers holding a session

@@ -164,7 +164,7 @@ def test_it_answers_500_and_logs_when_the_store_fails_unexpectedly(
     def broken(**_: object) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr("intake.views.signature_receive", broken)
+    monkeypatch.setattr("intake.groups.signatures_receive", broken)
     status, _, raw = call(json.dumps(signed_response(net, root=root, operator=2)).encode())
     assert (status, json.loads(raw)) == (500, {"error": "internal error"})
     assert any("injected fault" in (r.exc_text or "") or r.exc_info for r in caplog.records)
