@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 
 from dashboard.live import publish
 from dashboard.live.notify import BATCH_MESSAGES_PER_CHUNK
@@ -286,3 +288,34 @@ def test_it_gives_back_what_a_stopped_relays_thread_pops_afterwards():
         assert time.monotonic() < deadline, "the relay's thread never ended"
         time.sleep(0.05)
     assert outbox.llen(OUTBOX_KEY) == 1
+
+
+def test_it_sends_a_transactions_messages_in_one_round_trip_and_drops_a_rolled_back_savepoints(
+    ledger, monkeypatch
+):
+    _, _, identifier = ledger
+    sends: list[int] = []
+    real = publish.live_send_many
+
+    def counted(*, messages):
+        sends.append(len(messages))
+        return real(messages=messages)
+
+    monkeypatch.setattr(publish, "live_send_many", counted)
+
+    def action() -> None:
+        with transaction.atomic():
+            publish.live_notify(kind="first", batch=identifier)
+            with contextlib.suppress(RuntimeError), transaction.atomic():
+                publish.live_notify(kind="rolled.back", batch=identifier)
+                raise RuntimeError
+            publish.live_notify(kind="second", batch=identifier)
+            with transaction.atomic():  # released: its message goes with the others
+                publish.live_notify(kind="third", batch=identifier)
+            publish.live_notify(kind="fourth", batch=identifier)
+
+    messages = published(action, groups=[batch_group(identifier)])
+    assert kinds(messages) == ["first", "second", "third", "fourth"]
+    assert [m["seq"] for m in messages] == [2, 3, 4, 5]
+    # The released savepoint's message opened a hook of its own; the one after it joined that hook.
+    assert sends == [2, 2]

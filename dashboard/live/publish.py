@@ -10,6 +10,7 @@ the channel layer. So the committing code path (an intake request, a verificatio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -58,9 +59,10 @@ redis.call('RPUSH', KEYS[2], '{"epoch":"' .. epoch .. '","seqs":[' .. table.conc
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 return numbers
 """
+# Sent by hash (EVALSHA) once Redis has it.
+_PUBLISH_SHA = hashlib.sha1(_PUBLISH.encode()).hexdigest()
 
 _redis: redis.Redis | None = None
-_publish_script: Any = None
 _state_lock = threading.Lock()
 _down_until = 0.0
 # Groups whose message could not be numbered here: their next number skips one, so clients see the gap.
@@ -87,14 +89,6 @@ def _connection() -> redis.Redis:
             retry=Retry(NoBackoff(), 0),
         )
     return _redis
-
-
-def _script() -> Any:
-    """The publishing script, sent by hash (EVALSHA) once Redis has it."""
-    global _publish_script
-    if _publish_script is None:
-        _publish_script = _connection().register_script(_PUBLISH)
-    return _publish_script
 
 
 def _skip(groups: list[str]) -> None:
@@ -157,26 +151,54 @@ def live_notify_each(*, label: str, build: Callable[[], Iterable[dict[str, Any]]
     """Send the messages ``build`` returns after the commit (each a dict of kind, batch, operator, data), in order.
 
     For several messages that share one query: ``build`` runs once, in the committing thread, after the commit.
+    Every message of one transaction goes to Redis in one round trip (see ``_AfterCommit``).
     """
-
-    def built() -> None:
-        try:
-            for message in build():
-                batch = message.get("batch")
-                groups = [QUORUM_GROUP] + ([batch_group(batch)] if batch else [])
-                live_send(groups=groups, message={**message, "data": message.get("data") or {}})
-        except DatabaseError as exc:  # Postgres went away after the commit: an outage, said once, not a bug
-            postgres_outage.note(
-                f"live update {label} not built ({type(exc).__name__}: {str(exc).strip()[:200]})"
-            )
-        except Exception:
-            logger.warning("live update %s not built", label, exc_info=True)
-
     try:
+        connection = transaction.get_connection()
+        hooks = connection.run_on_commit
+        # The transaction's last hook sends live messages: this one goes with them unless a rollback could drop
+        # one and not the other. Django drops a hook when a savepoint it was registered in rolls back; every
+        # savepoint open now is one this message must fall with, so each must be among that hook's (the hook's
+        # other savepoints are released, and can no longer roll back).
+        if (
+            connection.in_atomic_block
+            and hooks
+            and isinstance(hooks[-1][1], _AfterCommit)
+            and set(connection.savepoint_ids) <= hooks[-1][0]
+        ):
+            hooks[-1][1].builds.append((label, build))
+            return
         # robust: whatever escapes, the commit's caller never sees it.
-        transaction.on_commit(built, robust=True)
+        transaction.on_commit(_AfterCommit([(label, build)]), robust=True)
     except Exception:
         logger.warning("live update %s not queued", label, exc_info=True)
+
+
+class _AfterCommit:
+    """The live messages that a transaction's writes announced one after another, built and sent together once it
+    has committed: one round trip to Redis for a stored group of posts or a verifier pass, not one per message."""
+
+    def __init__(self, builds: list[tuple[str, Callable[[], Iterable[dict[str, Any]]]]]) -> None:
+        self.builds = builds
+
+    def __call__(self) -> None:
+        messages: list[tuple[list[str], dict[str, Any]]] = []
+        for label, build in self.builds:
+            try:
+                for message in build():
+                    batch = message.get("batch")
+                    groups = [QUORUM_GROUP] + ([batch_group(batch)] if batch else [])
+                    messages.append((groups, {**message, "data": message.get("data") or {}}))
+            except (
+                DatabaseError
+            ) as exc:  # Postgres went away after the commit: an outage, said once, not a bug
+                postgres_outage.note(
+                    f"live update {label} not built ({type(exc).__name__}: {str(exc).strip()[:200]})"
+                )
+            except Exception:
+                logger.warning("live update %s not built", label, exc_info=True)
+        if messages:
+            live_send_many(messages=messages)
 
 
 def live_send(*, groups: list[str], message: dict[str, Any]) -> list[int] | None:
@@ -185,37 +207,64 @@ def live_send(*, groups: list[str], message: dict[str, Any]) -> list[int] | None
     A failure is logged, never raised: the socket is not the truth, and a client that misses a message sees the
     gap in ``seq`` (or its heartbeat does) and resyncs.
     """
+    return live_send_many(messages=[(groups, message)])[0]
+
+
+def live_send_many(*, messages: list[tuple[list[str], dict[str, Any]]]) -> list[list[int] | None]:
+    """``live_send`` for each (groups, message), in order, in one round trip to Redis."""
     global _down_until
-    try:
-        body = json.dumps({"groups": groups, "at": time.time(), **message}, separators=(",", ":"))
-    except (TypeError, ValueError):
-        logger.exception("live update %s is not JSON: not sent", message.get("kind"))
-        _skip(groups)
-        return None
+    bodies: list[tuple[list[str], str | None]] = []
+    for groups, message in messages:
+        try:
+            bodies.append(
+                (groups, json.dumps({"groups": groups, "at": time.time(), **message}, separators=(",", ":")))
+            )
+        except (TypeError, ValueError):
+            logger.exception("live update %s is not JSON: not sent", message.get("kind"))
+            _skip(groups)
+            bodies.append((groups, None))
+    sendable = [(groups, body) for groups, body in bodies if body is not None]
+    if not sendable:
+        return [None for _ in messages]
     now = time.monotonic()
     with _state_lock:
         if now < _down_until:
-            _skipped.update(groups)
-            return None
-        bumps = [2 if group in _skipped else 1 for group in groups]
-        _skipped.difference_update(groups)
-    try:
-        numbers = _script()(
-            keys=[EPOCH_KEY, OUTBOX_KEY, *(seq_key(group) for group in groups)],
+            for groups, _ in sendable:
+                _skipped.update(groups)
+            return [None for _ in messages]
+        bumps = []
+        for groups, _ in sendable:
+            bumps.append([2 if group in _skipped else 1 for group in groups])
+            _skipped.difference_update(groups)
+    kinds = sorted({str(message.get("kind")) for _, message in messages})
+
+    def publish() -> list[Any]:
+        pipeline = _connection().pipeline(transaction=False)
+        for (groups, body), increments in zip(sendable, bumps, strict=True):
+            keys = [EPOCH_KEY, OUTBOX_KEY, *(seq_key(group) for group in groups)]
             # The script writes the envelope's opening brace, epoch and numbers before the rest of ``body``.
-            args=[uuid.uuid4().hex, SEQ_TTL_SECONDS, OUTBOX_LIMIT, body[1:], *bumps],
-            client=_connection(),
-        )
+            args: list[str | int] = [uuid.uuid4().hex, SEQ_TTL_SECONDS, OUTBOX_LIMIT, body[1:], *increments]
+            pipeline.evalsha(_PUBLISH_SHA, len(keys), *keys, *args)
+        return pipeline.execute()
+
+    try:
+        try:
+            answers = publish()
+        except redis.exceptions.NoScriptError:  # a new or flushed Redis: nothing ran; load the script, again
+            _connection().script_load(_PUBLISH)
+            answers = publish()
     except Exception as exc:
         with _state_lock:
             _down_until = now + OUTAGE_PAUSE
-            _skipped.update(groups)
+            for groups, _ in sendable:
+                _skipped.update(groups)
         redis_outage.note(
-            f"live update {message.get('kind')} not sent ({exc}); live updates pause {OUTAGE_PAUSE:g} s at a time"
+            f"live update {', '.join(kinds)} not sent ({exc}); live updates pause {OUTAGE_PAUSE:g} s at a time"
         )
-        return None
+        return [None for _ in messages]
     redis_outage.over()
-    return [int(n) for n in numbers]
+    numbered = iter([int(n) for n in answer] for answer in answers)
+    return [None if body is None else next(numbered) for _, body in bodies]
 
 
 def _after_fork_in_child() -> None:
