@@ -243,11 +243,25 @@ def test_it_accepts_many_all_valid_messages_with_one_pairing_check(
     assert counting.pairs == [4 + 1]
 
 
-def test_it_groups_by_message_when_messages_are_fewer(keys: list[KeyPair], fast: PairingBackend) -> None:
+def test_it_groups_by_message_when_one_message_has_many_signers(
+    keys: list[KeyPair], fast: PairingBackend
+) -> None:
     counting = CountingBackend(fast)
-    result = verify_across_messages(items_by_message=_by_message(keys[:5], messages=2), backend=counting)
-    assert (len(result.valid), result.invalid, result.pairing_checks) == (10, [], 1)
-    assert counting.pairs == [2 + 1]
+    result = verify_across_messages(items_by_message=_by_message(keys[:20], messages=1), backend=counting)
+    assert (len(result.valid), result.invalid, result.pairing_checks) == (20, [], 1)
+    # One pair for the message (its keys summed in G2) and one for the signatures, not one per key.
+    assert counting.pairs == [1 + 1]
+
+
+def test_it_groups_by_key_when_a_few_messages_share_their_signers(
+    keys: list[KeyPair], fast: PairingBackend
+) -> None:
+    """Two batches of 20 operators: by message, 3 pairs and a G2 sum of 40 keys (each costing about a pair);
+    by key, 21 pairs and G1 sums."""
+    counting = CountingBackend(fast)
+    result = verify_across_messages(items_by_message=_by_message(keys[:20], messages=2), backend=counting)
+    assert (len(result.valid), result.invalid, result.pairing_checks) == (40, [], 1)
+    assert counting.pairs == [20 + 1]
 
 
 def test_it_isolates_one_forgery_among_several_messages(keys: list[KeyPair], fast: PairingBackend) -> None:
