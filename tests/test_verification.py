@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from bls import G1_GENERATOR, G1Point, g1_add, g1_mul, g1_neg, keypair_from_secret
 from devnet import contracts
 from devnet.nonsigners import respond_with_signatures
+from intake.management.commands.verifier import GATHER_SECONDS, MAX_GATHER_SECONDS, gather_after
 from intake.models import Signature, SignatureStatus
 from intake.verify import signatures_verify_batch, signatures_verify_batches
 from liveness.models import OperatorLiveness
@@ -248,3 +249,13 @@ def test_it_keeps_the_per_batch_chunk_and_the_pass_bound(client, anvil, settings
     assert [o.pairing_checks for o in outcomes] == [1, 1, 1]
     again = signatures_verify_batches(batch_identifiers=identifiers)
     assert [o.verified for o in again] == [1, 1, 1]
+
+
+def test_it_gathers_notifications_longer_after_a_long_pass_within_a_bound() -> None:
+    # Idle or quick passes: a burst becomes one pass within milliseconds.
+    assert gather_after(last_pass=0.0) == GATHER_SECONDS
+    assert gather_after(last_pass=0.005) == GATHER_SECONDS
+    # Under load, as long as the last pass took: the next one covers what arrived meanwhile and more.
+    assert gather_after(last_pass=0.12) == 0.12
+    # Never longer than the bound, however slow a pass was.
+    assert gather_after(last_pass=3.0) == MAX_GATHER_SECONDS

@@ -86,7 +86,6 @@ def run_intake(
     child_env = {
         **env,
         "BLS_PAIRING_BACKEND": backend,
-        "VERIFIER_POLL_INTERVAL": "0.05",
         "LOG_LEVEL": "WARNING",
         "INTAKE_RATE": "100000000/min",  # every load client posts from 127.0.0.1
     }

@@ -14,10 +14,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from django.db import connection
 
 from controlplane.processes import stop_pid
 from controlplane.serve import web_command
 from devnet.anvil import free_port
+from intake.services import NOTIFY_CHANNEL
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -32,6 +34,23 @@ def http_wait(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+
+
+def verifier_wait(timeout: float = 60.0) -> None:
+    """Until a verifier listens for the intake's notifications: the load starts against a running verifier, as in
+    production, not while its process is still importing Django on the cores the load is measured on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
+                [f"LISTEN {NOTIFY_CHANNEL}"],
+            )
+            row = cursor.fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"no verifier listened on {NOTIFY_CHANNEL} within {timeout:g} s")
 
 
 class JsonPoster:
@@ -121,6 +140,8 @@ def served(*, env: dict[str, str], verifier: bool = False, workers: int | None =
                 )
             )
         http_wait(base + "/healthz")
+        if verifier:
+            verifier_wait()
         yield base
     finally:
         for process in processes:
