@@ -28,7 +28,7 @@ from controlplane.changes import change_announce, signatures_checked
 from intake.models import Signature, SignatureStatus
 from ledger.models import Operator
 from liveness.services import operator_sign_of_life
-from progress.services import batch_progress_refresh, operators_down_ids
+from progress.services import batches_progress_refresh, operators_down_ids
 
 logger = logging.getLogger("intake")
 
@@ -166,9 +166,7 @@ def _verify_pass(*, batch_identifiers: list[str], backend: PairingBackend | None
                 valid_ids=[s.id for s in batch_claimed if s.id in valid_ids],
                 invalid_reasons=batch_invalid,
             )
-        down_ids = operators_down_ids()
-        for batch_identifier in by_batch:
-            batch_progress_refresh(batch_identifier=batch_identifier, down_ids=down_ids)
+        batches_progress_refresh(batch_identifiers=list(by_batch), down_ids=operators_down_ids())
     return {
         i: VerifyOutcome(
             batch_identifier=i,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -119,9 +119,25 @@ def operator_stake_at_block(*, operator_id: str, block_number: int) -> Decimal:
 
 def operator_stakes_at_block(*, block_number: int) -> dict[str, Decimal]:
     """Every operator's stake at ``block_number`` (its last live update at or before it), zero stakes left out."""
+    return operator_stakes_at_blocks(block_numbers=[block_number])[block_number]
+
+
+def operator_stakes_at_blocks(*, block_numbers: Iterable[int]) -> dict[int, dict[str, Decimal]]:
+    """``operator_stakes_at_block`` for each of several blocks, in one query."""
+    blocks = sorted(set(block_numbers))
+    stakes: dict[int, dict[str, Decimal]] = {block: {} for block in blocks}
+    if not blocks:
+        return stakes
     with connection.cursor() as cursor:
-        cursor.execute(stakes_at_block_sql(block="%s"), [block_number])
-        return {operator_id: Decimal(stake) for operator_id, stake in cursor.fetchall() if stake > 0}
+        cursor.execute(
+            f"""SELECT b.block, s.operator_id, s.stake FROM unnest(%s::bigint[]) AS b(block)
+            CROSS JOIN LATERAL ({stakes_at_block_sql(block="b.block")}) s""",
+            [blocks],
+        )
+        for block, operator_id, stake in cursor.fetchall():
+            if stake > 0:
+                stakes[int(block)][operator_id] = Decimal(stake)
+    return stakes
 
 
 def total_stake_at_block(*, block_number: int) -> Decimal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 from controlplane.changes import change_announce, progress_refreshed
 from intake.models import Signature, SignatureStatus
 from ledger.models import Batch, BatchStatus
-from ledger.selectors import operator_stakes_at_block
+from ledger.selectors import operator_stakes_at_blocks
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import BatchProgress, BatchProgressChange, BatchProgressChangeKind
 from progress.quorum import quorum_threshold, stake_holds_quorum
@@ -42,57 +43,105 @@ def batch_progress_refresh(
     *, batch_identifier: str, down_ids: set[str] | None = None
 ) -> BatchProgress | None:
     """Recompute and persist one batch's progress; append a change row when quorum or risk flips."""
-    batch = Batch.objects.filter(identifier=batch_identifier).first()
-    if batch is None:
-        return None
-    stakes = operator_stakes_at_block(block_number=batch.task_created_block)
-    total = sum(stakes.values(), Decimal(0))
-    signed_ids = set(
-        Signature.objects.filter(
-            batch_identifier=batch_identifier, status=SignatureStatus.VERIFIED
-        ).values_list("operator_id", flat=True)
+    return batches_progress_refresh(batch_identifiers=[batch_identifier], down_ids=down_ids).get(
+        batch_identifier
     )
-    signed = sum((stakes[i] for i in signed_ids if i in stakes), Decimal(0))
-    unsigned = sorted(set(stakes) - signed_ids)
+
+
+def batches_progress_refresh(
+    *, batch_identifiers: Sequence[str], down_ids: set[str] | None = None
+) -> dict[str, BatchProgress]:
+    """``batch_progress_refresh`` for several batches (a verifier pass's, the pending ones) in a few queries, not
+    a few per batch. Batches not in the ledger are left out of the answer."""
+    batches = {
+        batch.identifier: batch
+        for batch in Batch.objects.filter(identifier__in=set(batch_identifiers)).order_by("id")
+    }
+    if not batches:
+        return {}
+    stakes_at = operator_stakes_at_blocks(block_numbers=[b.task_created_block for b in batches.values()])
+    signed_by: dict[str, set[str]] = {identifier: set() for identifier in batches}
+    for identifier, operator_id in Signature.objects.filter(
+        batch_identifier__in=list(batches), status=SignatureStatus.VERIFIED
+    ).values_list("batch_identifier", "operator_id"):
+        signed_by[identifier].add(operator_id)
     down = operators_down_ids() if down_ids is None else down_ids
-    live_unsigned = sum((stakes[i] for i in unsigned if i not in down), Decimal(0))
     threshold = quorum_threshold()
-    reached = stake_holds_quorum(signed=signed, total=total, threshold=threshold)
-    at_risk = (
-        batch.status == BatchStatus.PENDING
-        and not reached
-        and total > 0  # no stake at the task block: nothing can sign it, and nothing is at risk
-        and not stake_holds_quorum(signed=signed + live_unsigned, total=total, threshold=threshold)
-    )
+    refreshed: dict[str, BatchProgress] = {}
     with transaction.atomic():
-        progress, _ = BatchProgress.objects.select_for_update().get_or_create(batch=batch)
-        before = progress_state(progress)
-        now = timezone.now()
-        changes = []
-        if reached and progress.quorum_reached_at is None:
-            progress.quorum_reached_at = now
-            progress.quorum_ms = max(0, int((now - batch.first_seen_at).total_seconds() * 1000))
-            changes.append(BatchProgressChangeKind.QUORUM_REACHED)
-        if at_risk != progress.at_risk:
-            changes.append(BatchProgressChangeKind.AT_RISK if at_risk else BatchProgressChangeKind.RECOVERED)
-        progress.total_stake = total
-        progress.signed_stake = signed
-        progress.live_unsigned_stake = live_unsigned
-        progress.threshold_percentage = threshold
-        progress.signed_operator_ids = sorted(i for i in signed_ids if i in stakes)
-        progress.unsigned_operator_ids = unsigned
-        progress.at_risk = at_risk
-        progress.save()
-        BatchProgressChange.objects.bulk_create(
-            [
-                BatchProgressChange(
-                    batch_identifier=batch_identifier, kind=kind, signed_stake=signed, total_stake=total
-                )
-                for kind in changes
-            ]
+        BatchProgress.objects.bulk_create(
+            [BatchProgress(batch=batch) for batch in batches.values()], ignore_conflicts=True
         )
-        change_announce(progress_refreshed, identifier=batch_identifier, progress=progress, before=before)
-    return progress
+        # Locked in one order (the batch's), so that two refreshes of overlapping batches never deadlock.
+        progresses = {
+            progress.batch_id: progress
+            for progress in BatchProgress.objects.select_for_update()
+            .filter(batch_id__in=[b.id for b in batches.values()])
+            .order_by("batch_id")
+        }
+        now = timezone.now()
+        changes: list[BatchProgressChange] = []
+        announced: list[tuple[str, BatchProgress, ProgressState]] = []
+        for identifier, batch in batches.items():
+            stakes = stakes_at[batch.task_created_block]
+            total = sum(stakes.values(), Decimal(0))
+            signed_ids = signed_by[identifier]
+            signed = sum((stakes[i] for i in signed_ids if i in stakes), Decimal(0))
+            unsigned = sorted(set(stakes) - signed_ids)
+            live_unsigned = sum((stakes[i] for i in unsigned if i not in down), Decimal(0))
+            reached = stake_holds_quorum(signed=signed, total=total, threshold=threshold)
+            at_risk = (
+                batch.status == BatchStatus.PENDING
+                and not reached
+                and total > 0  # no stake at the task block: nothing can sign it, and nothing is at risk
+                and not stake_holds_quorum(signed=signed + live_unsigned, total=total, threshold=threshold)
+            )
+            progress = progresses[batch.id]
+            before = progress_state(progress)
+            kinds = []
+            if reached and progress.quorum_reached_at is None:
+                progress.quorum_reached_at = now
+                progress.quorum_ms = max(0, int((now - batch.first_seen_at).total_seconds() * 1000))
+                kinds.append(BatchProgressChangeKind.QUORUM_REACHED)
+            if at_risk != progress.at_risk:
+                kinds.append(
+                    BatchProgressChangeKind.AT_RISK if at_risk else BatchProgressChangeKind.RECOVERED
+                )
+            progress.total_stake = total
+            progress.signed_stake = signed
+            progress.live_unsigned_stake = live_unsigned
+            progress.threshold_percentage = threshold
+            progress.signed_operator_ids = sorted(i for i in signed_ids if i in stakes)
+            progress.unsigned_operator_ids = unsigned
+            progress.at_risk = at_risk
+            progress.updated_at = now  # bulk_update does not touch auto_now
+            changes += [
+                BatchProgressChange(
+                    batch_identifier=identifier, kind=kind, signed_stake=signed, total_stake=total
+                )
+                for kind in kinds
+            ]
+            announced.append((identifier, progress, before))
+            refreshed[identifier] = progress
+        BatchProgress.objects.bulk_update(list(refreshed.values()), _REFRESHED_FIELDS)
+        BatchProgressChange.objects.bulk_create(changes)
+        for identifier, progress, before in announced:
+            change_announce(progress_refreshed, identifier=identifier, progress=progress, before=before)
+    return refreshed
+
+
+_REFRESHED_FIELDS = [
+    "total_stake",
+    "signed_stake",
+    "live_unsigned_stake",
+    "threshold_percentage",
+    "signed_operator_ids",
+    "unsigned_operator_ids",
+    "quorum_reached_at",
+    "quorum_ms",
+    "at_risk",
+    "updated_at",
+]
 
 
 def progress_refresh_pending(*, limit: int = 1000) -> int:
@@ -103,6 +152,10 @@ def progress_refresh_pending(*, limit: int = 1000) -> int:
         .order_by("-created_block")
         .values_list("identifier", flat=True)[:limit]
     )
-    for identifier in identifiers:
-        batch_progress_refresh(batch_identifier=identifier, down_ids=down)
+    # In chunks: each transaction locks its batches' progress rows, which a verifier pass may be waiting for.
+    for start in range(0, len(identifiers), REFRESH_CHUNK):
+        batches_progress_refresh(batch_identifiers=identifiers[start : start + REFRESH_CHUNK], down_ids=down)
     return len(identifiers)
+
+
+REFRESH_CHUNK = 100

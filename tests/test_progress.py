@@ -6,13 +6,15 @@ import json
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devnet import contracts
 from intake.verify import signatures_verify_batch
 from liveness.models import OperatorLiveness, OperatorState
 from progress.models import BatchProgress, BatchProgressChange, BatchProgressChangeKind
-from progress.services import batch_progress_refresh
+from progress.services import batch_progress_refresh, batches_progress_refresh
 from tests.chain_fixtures import net_deploy, signed_response
 
 ETH = 10**18
@@ -118,3 +120,30 @@ def test_it_does_not_flag_a_batch_at_risk_when_no_stake_was_registered_at_its_bl
     assert progress is not None
     assert (progress.total_stake, progress.quorum_reached_at, progress.at_risk) == (0, None, False)
     assert not BatchProgressChange.objects.filter(batch_identifier=batch.identifier).exists()
+
+
+@pytest.mark.django_db
+def test_it_refreshes_many_batches_each_at_its_own_block_in_as_many_queries_as_one(client, anvil):
+    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40 ETH
+    first = net.create_task(seed=34)
+    contracts.set_operator_stake(
+        net.w3,
+        registry=net.registry,
+        owner=net.account("deployer"),
+        operator_id=bytes.fromhex(net.state["operators"][0]["operator_id"][2:]),
+        stake=1000 * ETH,
+    )
+    second = net.create_task(seed=35)
+    net.ingester().sync_once()
+    identifiers = [submit_and_verify(client, net, root, [2, 3]) for root in (first, second)]
+
+    with CaptureQueriesContext(connection) as one:
+        batches_progress_refresh(batch_identifiers=identifiers[:1])
+    with CaptureQueriesContext(connection) as both:
+        refreshed = batches_progress_refresh(batch_identifiers=identifiers)
+    assert len(both.captured_queries) == len(one.captured_queries)
+
+    before, after = (refreshed[identifier] for identifier in identifiers)
+    assert (before.total_stake, before.signed_stake, before.quorum_reached) == (100 * ETH, 70 * ETH, True)
+    assert (after.total_stake, after.signed_stake, after.quorum_reached) == (1090 * ETH, 70 * ETH, False)
+    assert BatchProgress.objects.get(batch__identifier=identifiers[1]).total_stake == 1090 * ETH
