@@ -319,3 +319,30 @@ def test_it_sends_a_transactions_messages_in_one_round_trip_and_drops_a_rolled_b
     assert [m["seq"] for m in messages] == [2, 3, 4, 5]
     # The released savepoint's message opened a hook of its own; the one after it joined that hook.
     assert sends == [2, 2]
+
+
+_built: list[list[str]] = []
+
+
+def _kinds_of(items: list[str]) -> list[dict[str, Any]]:
+    _built.append(list(items))
+    return [{"kind": item, "batch": None, "operator": None, "data": {}} for item in items]
+
+
+def test_it_builds_merged_messages_of_a_transaction_in_one_call_at_the_place_of_the_first(ledger):
+    _built.clear()
+
+    def action() -> None:
+        with transaction.atomic():
+            publish.live_notify_merged(label="x", item="merged.1", build_many=_kinds_of)
+            publish.live_notify(kind="plain")
+            publish.live_notify_merged(label="x", item="merged.2", build_many=_kinds_of)
+            publish.live_notify_merged(label="x", item="merged.3", build_many=_kinds_of)
+
+    messages = published(action)
+    assert _built == [["merged.1", "merged.2", "merged.3"]]
+    assert kinds(messages) == ["merged.1", "merged.2", "merged.3", "plain"]
+    # Outside a transaction, an item is built and sent at once, on its own.
+    messages = published(lambda: publish.live_notify_merged(label="x", item="alone", build_many=_kinds_of))
+    assert _built[1:] == [["alone"]]
+    assert kinds(messages) == ["alone"]

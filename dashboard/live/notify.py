@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from dashboard.live.publish import live_notify, live_notify_built, live_notify_each
+from dashboard.live.publish import live_notify, live_notify_built, live_notify_merged
 
 if TYPE_CHECKING:
     from alerts.models import Alert
@@ -77,25 +77,41 @@ def live_signatures_checked(
     """
     valid = set(valid_ids)
     checked = [(i, o) for i, o in signatures if i in valid or i in invalid_reasons]
-    if not checked:
-        return
+    if checked:
+        live_notify_merged(
+            label="signature.checked",
+            item=(batch_identifier, checked, valid, dict(invalid_reasons)),
+            build_many=_checked_messages,
+        )
 
-    def build() -> list[dict[str, Any]]:
-        from intake.models import Signature, SignatureStatus
-        from ledger.models import Batch
-        from ledger.selectors import operator_stakes_at_block
 
-        block = Batch.objects.filter(identifier=batch_identifier).values_list("task_created_block", flat=True)
-        stakes = operator_stakes_at_block(block_number=block[0]) if block else {}
-        standing: dict[str, str] = {}
-        for operator_id, status in Signature.objects.filter(
-            batch_identifier=batch_identifier,
-            operator_id__in={o for _, o in checked},
+def _checked_messages(
+    items: list[tuple[str, list[tuple[int, str]], set[int], dict[int, str]]],
+) -> list[dict[str, Any]]:
+    """The messages of ``live_signatures_checked`` for every batch a transaction checked, in three queries."""
+    from intake.models import Signature, SignatureStatus
+    from ledger.models import Batch
+    from ledger.selectors import operator_stakes_at_blocks
+
+    blocks = dict(
+        Batch.objects.filter(identifier__in={item[0] for item in items}).values_list(
+            "identifier", "task_created_block"
+        )
+    )
+    stakes_at = operator_stakes_at_blocks(block_numbers=blocks.values())
+    rejected = {(batch, o) for batch, checked, _, reasons in items for i, o in checked if i in reasons}
+    standing: dict[tuple[str, str], str] = {}
+    if rejected:
+        for batch, operator_id, status in Signature.objects.filter(
+            batch_identifier__in={b for b, _ in rejected},
+            operator_id__in={o for _, o in rejected},
             status__in=(SignatureStatus.VERIFIED, SignatureStatus.PENDING),
-        ).values_list("operator_id", "status"):
-            if standing.get(operator_id) != SignatureStatus.VERIFIED:
-                standing[operator_id] = status
-        messages = []
+        ).values_list("batch_identifier", "operator_id", "status"):
+            if standing.get((batch, operator_id)) != SignatureStatus.VERIFIED:
+                standing[(batch, operator_id)] = status
+    messages = []
+    for batch, checked, valid, reasons in items:
+        stakes = stakes_at[blocks[batch]] if batch in blocks else {}
         for signature_id, operator_id in sorted(checked, key=lambda c: c[0] in valid):
             data: dict[str, Any] = {"signature_id": signature_id, "stake": _wei(stakes.get(operator_id))}
             if signature_id in valid:
@@ -103,14 +119,12 @@ def live_signatures_checked(
             else:
                 data.update(
                     status="invalid",
-                    reason=invalid_reasons[signature_id],
-                    signer_status=standing.get(operator_id),
+                    reason=reasons[signature_id],
+                    signer_status=standing.get((batch, operator_id)),
                 )
             kind = f"signature.{data['status']}"
-            messages.append({"kind": kind, "batch": batch_identifier, "operator": operator_id, "data": data})
-        return messages
-
-    live_notify_each(label="signature.checked", build=build)
+            messages.append({"kind": kind, "batch": batch, "operator": operator_id, "data": data})
+    return messages
 
 
 # --- Progress ------------------------------------------------------------------------------------
@@ -121,15 +135,12 @@ def live_progress_notify(*, identifier: str, progress: BatchProgress, before: Pr
 
     Nothing is sent when nothing changed, so the periodic refresh of every pending batch stays silent.
     """
-    from dashboard.live.snapshots import live_progress_data
     from progress.services import progress_state
 
     after = progress_state(progress)
     if after == before:
         return
-    live_notify_built(
-        kind="progress", batch=identifier, build=lambda: live_progress_data(identifier=identifier)
-    )
+    live_notify_merged(label="progress", item=identifier, build_many=_progress_messages)
     if before[4] is None and after[4] is not None:
         live_notify(
             kind="quorum.reached",
@@ -141,6 +152,18 @@ def live_progress_notify(*, identifier: str, progress: BatchProgress, before: Pr
                 "threshold_percentage": after[5],
             },
         )
+
+
+def _progress_messages(identifiers: list[str]) -> list[dict[str, Any]]:
+    """A ``progress`` message per batch whose progress a transaction moved, built in the queries of one."""
+    from dashboard.live.snapshots import live_progress_data_many
+
+    data = live_progress_data_many(identifiers=identifiers)
+    return [
+        {"kind": "progress", "batch": identifier, "operator": None, "data": data[identifier]}
+        for identifier in dict.fromkeys(identifiers)
+        if identifier in data
+    ]
 
 
 # --- Ledger --------------------------------------------------------------------------------------

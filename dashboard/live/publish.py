@@ -154,24 +154,48 @@ def live_notify_each(*, label: str, build: Callable[[], Iterable[dict[str, Any]]
     Every message of one transaction goes to Redis in one round trip (see ``_AfterCommit``).
     """
     try:
-        connection = transaction.get_connection()
-        hooks = connection.run_on_commit
-        # The transaction's last hook sends live messages: this one goes with them unless a rollback could drop
-        # one and not the other. Django drops a hook when a savepoint it was registered in rolls back; every
-        # savepoint open now is one this message must fall with, so each must be among that hook's (the hook's
-        # other savepoints are released, and can no longer roll back).
-        if (
-            connection.in_atomic_block
-            and hooks
-            and isinstance(hooks[-1][1], _AfterCommit)
-            and set(connection.savepoint_ids) <= hooks[-1][0]
-        ):
-            hooks[-1][1].builds.append((label, build))
+        hook = _after_commit()
+        if hook is None:  # no transaction: at once
+            _AfterCommit([(label, build)])()
             return
-        # robust: whatever escapes, the commit's caller never sees it.
-        transaction.on_commit(_AfterCommit([(label, build)]), robust=True)
+        hook.builds.append((label, build))
     except Exception:
         logger.warning("live update %s not queued", label, exc_info=True)
+
+
+def live_notify_merged(
+    *, label: str, item: Any, build_many: Callable[[list[Any]], Iterable[dict[str, Any]]]
+) -> None:
+    """Like ``live_notify_each`` for messages about one ``item`` (a batch, say) that a transaction announces for many
+    items: ``build_many`` (a module-level function) builds all of the transaction's items at once, in the queries
+    one item's build would take, at the place of the first one."""
+    try:
+        hook = _after_commit()
+        if hook is None:
+            _AfterCommit([(label, lambda: build_many([item]))])()
+            return
+        hook.merge(label=label, item=item, build_many=build_many)
+    except Exception:
+        logger.warning("live update %s not queued", label, exc_info=True)
+
+
+def _after_commit() -> _AfterCommit | None:
+    """The hook that sends this transaction's live messages and that one announced now may join; None outside a
+    transaction."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return None
+    hooks = connection.run_on_commit
+    # The transaction's last hook sends live messages: this one goes with them unless a rollback could drop one
+    # and not the other. Django drops a hook when a savepoint it was registered in rolls back; every savepoint
+    # open now is one this message must fall with, so each must be among that hook's (the hook's other
+    # savepoints are released, and can no longer roll back).
+    if hooks and isinstance(hooks[-1][1], _AfterCommit) and set(connection.savepoint_ids) <= hooks[-1][0]:
+        return hooks[-1][1]
+    hook = _AfterCommit([])
+    # robust: whatever escapes, the commit's caller never sees it.
+    transaction.on_commit(hook, robust=True)
+    return hook
 
 
 class _AfterCommit:
@@ -180,6 +204,16 @@ class _AfterCommit:
 
     def __init__(self, builds: list[tuple[str, Callable[[], Iterable[dict[str, Any]]]]]) -> None:
         self.builds = builds
+        self._merged: dict[Callable[[list[Any]], Iterable[dict[str, Any]]], list[Any]] = {}
+
+    def merge(
+        self, *, label: str, item: Any, build_many: Callable[[list[Any]], Iterable[dict[str, Any]]]
+    ) -> None:
+        items = self._merged.get(build_many)
+        if items is None:
+            items = self._merged[build_many] = []
+            self.builds.append((label, lambda: build_many(items)))
+        items.append(item)
 
     def __call__(self) -> None:
         messages: list[tuple[list[str], dict[str, Any]]] = []
