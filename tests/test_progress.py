@@ -33,10 +33,8 @@ def submit_and_verify(client, net, root, operators) -> str:
     return str(body["batchIdentifierHash"])
 
 
-@pytest.mark.django_db
-def test_it_counts_stake_at_the_batch_block_although_stakes_change_later(client, anvil):
-    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40 ETH
-    root = net.create_task(seed=31)
+def raise_first_operators_stake(net) -> None:
+    """Operator 0's stake: 10 ETH -> 1000 ETH, from the next block on."""
     contracts.set_operator_stake(
         net.w3,
         registry=net.registry,
@@ -44,6 +42,13 @@ def test_it_counts_stake_at_the_batch_block_although_stakes_change_later(client,
         operator_id=bytes.fromhex(net.state["operators"][0]["operator_id"][2:]),
         stake=1000 * ETH,
     )
+
+
+@pytest.mark.django_db
+def test_it_counts_stake_at_the_batch_block_although_stakes_change_later(client, anvil):
+    net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40 ETH
+    root = net.create_task(seed=31)
+    raise_first_operators_stake(net)
     net.ingester().sync_once()
 
     identifier = submit_and_verify(client, net, root, [2, 3])
@@ -126,13 +131,7 @@ def test_it_does_not_flag_a_batch_at_risk_when_no_stake_was_registered_at_its_bl
 def test_it_refreshes_many_batches_each_at_its_own_block_in_as_many_queries_as_one(client, anvil):
     net = net_deploy(anvil, operators=4)  # stakes 10, 20, 30, 40 ETH
     first = net.create_task(seed=34)
-    contracts.set_operator_stake(
-        net.w3,
-        registry=net.registry,
-        owner=net.account("deployer"),
-        operator_id=bytes.fromhex(net.state["operators"][0]["operator_id"][2:]),
-        stake=1000 * ETH,
-    )
+    raise_first_operators_stake(net)
     second = net.create_task(seed=35)
     net.ingester().sync_once()
     identifiers = [submit_and_verify(client, net, root, [2, 3]) for root in (first, second)]
