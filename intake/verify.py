@@ -27,7 +27,7 @@ from bls import (
 from controlplane.changes import change_announce, signatures_checked
 from intake.models import Signature, SignatureStatus
 from ledger.models import Operator
-from liveness.services import operator_sign_of_life
+from liveness.services import operators_sign_of_life
 from progress.services import batches_progress_refresh, operators_down_ids
 
 logger = logging.getLogger("intake")
@@ -134,15 +134,17 @@ def _verify_pass(*, batch_identifiers: list[str], backend: PairingBackend | None
             Signature.objects.filter(id__in=valid_ids).update(
                 status=SignatureStatus.VERIFIED, verified_at=now
             )
+        by_reason: dict[str, list[int]] = {}
         for signature_id, reason in invalid_reasons.items():
-            Signature.objects.filter(id=signature_id).update(
+            by_reason.setdefault(reason, []).append(signature_id)
+        for reason, ids in by_reason.items():  # one UPDATE per reason (two at most), not per forgery
+            Signature.objects.filter(id__in=ids).update(
                 status=SignatureStatus.INVALID, status_reason=reason, verified_at=now
             )
         # A verified signature is a sign of life (only the operator's key can make one); a mere post is not.
         # Once per operator for the pass (its verified rows all carry this time), and before the announcements,
         # so the overview hears an operator is up before its signatures.
-        for operator_id in sorted({s.operator_id for s in claimed if s.id in valid_ids}):
-            operator_sign_of_life(operator_id=operator_id, at=now)
+        operators_sign_of_life(operator_ids={s.operator_id for s in claimed if s.id in valid_ids}, at=now)
         by_batch: dict[str, list[Signature]] = {}
         for signature in claimed:
             by_batch.setdefault(signature.batch_identifier, []).append(signature)

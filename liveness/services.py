@@ -7,15 +7,13 @@ the same transaction as the OperatorLiveness update, under a row lock: two recor
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.fields import DateTimeField
-from django.db.models.functions import Greatest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.changes import change_announce, operator_state_changed
@@ -133,20 +131,35 @@ def operator_liveness_record(
 def operator_sign_of_life(*, operator_id: str, at: datetime | None = None) -> None:
     """A verified signature: the operator is alive (a post in its name is not: anyone can make one). One
     UPDATE when it is already up or degraded."""
+    operators_sign_of_life(operator_ids=[operator_id], at=at)
+
+
+def operators_sign_of_life(*, operator_ids: Iterable[str], at: datetime | None = None) -> None:
+    """``operator_sign_of_life`` for every operator a verifier pass verified: one UPDATE for all of them that are
+    already up or degraded, and a state change (in operator order) for each of the others."""
     at = at or timezone.now()
-    operator_id = operator_id.lower()
-    seen = Greatest(F("last_seen_at"), Value(at, output_field=DateTimeField()))  # GREATEST skips NULL
-    if OperatorLiveness.objects.filter(operator_id=operator_id, state__in=LIVE_STATES).update(
-        last_seen_at=seen, consecutive_failures=0
-    ):
+    ids = sorted({operator_id.lower() for operator_id in operator_ids})
+    if not ids:
         return
     with transaction.atomic():
-        liveness = _liveness_lock(operator_id=operator_id, at=at)
-        liveness.last_seen_at = at if liveness.last_seen_at is None else max(at, liveness.last_seen_at)
-        liveness.consecutive_failures = 0
-        if liveness.state not in LIVE_STATES:
-            _liveness_flip(liveness=liveness, state=OperatorState.UP, reason=SIGN_OF_LIFE_REASON, at=at)
-        liveness.save()
+        with connection.cursor() as cursor:
+            # GREATEST skips NULL; an operator that turned down meanwhile is not updated, and flips below.
+            cursor.execute(
+                f"""UPDATE {OperatorLiveness._meta.db_table} SET last_seen_at = GREATEST(last_seen_at, %s),
+                    consecutive_failures = 0
+                WHERE operator_id = ANY(%s) AND state = ANY(%s) RETURNING operator_id""",
+                [at, ids, [str(state) for state in LIVE_STATES]],
+            )
+            live = {operator_id for (operator_id,) in cursor.fetchall()}
+        for operator_id in ids:
+            if operator_id in live:
+                continue
+            liveness = _liveness_lock(operator_id=operator_id, at=at)
+            liveness.last_seen_at = at if liveness.last_seen_at is None else max(at, liveness.last_seen_at)
+            liveness.consecutive_failures = 0
+            if liveness.state not in LIVE_STATES:
+                _liveness_flip(liveness=liveness, state=OperatorState.UP, reason=SIGN_OF_LIFE_REASON, at=at)
+            liveness.save()
 
 
 def _probe_timed(*, socket: str, timeout: float) -> tuple[datetime, ProbeResult]:
