@@ -141,19 +141,20 @@ def operators_sign_of_life(*, operator_ids: Iterable[str], at: datetime | None =
     ids = sorted({operator_id.lower() for operator_id in operator_ids})
     if not ids:
         return
+    with connection.cursor() as cursor:
+        # GREATEST skips NULL; an operator that turned down meanwhile is not updated, and flips below.
+        cursor.execute(
+            f"""UPDATE {OperatorLiveness._meta.db_table} SET last_seen_at = GREATEST(last_seen_at, %s),
+                consecutive_failures = 0
+            WHERE operator_id = ANY(%s) AND state = ANY(%s) RETURNING operator_id""",
+            [at, ids, [str(state) for state in LIVE_STATES]],
+        )
+        live = {operator_id for (operator_id,) in cursor.fetchall()}
+    rest = [operator_id for operator_id in ids if operator_id not in live]
+    if not rest:
+        return
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # GREATEST skips NULL; an operator that turned down meanwhile is not updated, and flips below.
-            cursor.execute(
-                f"""UPDATE {OperatorLiveness._meta.db_table} SET last_seen_at = GREATEST(last_seen_at, %s),
-                    consecutive_failures = 0
-                WHERE operator_id = ANY(%s) AND state = ANY(%s) RETURNING operator_id""",
-                [at, ids, [str(state) for state in LIVE_STATES]],
-            )
-            live = {operator_id for (operator_id,) in cursor.fetchall()}
-        for operator_id in ids:
-            if operator_id in live:
-                continue
+        for operator_id in rest:
             liveness = _liveness_lock(operator_id=operator_id, at=at)
             liveness.last_seen_at = at if liveness.last_seen_at is None else max(at, liveness.last_seen_at)
             liveness.consecutive_failures = 0

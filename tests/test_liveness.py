@@ -31,6 +31,7 @@ from liveness.services import (
     operator_liveness_record,
     operator_sign_of_life,
     operators_probe,
+    operators_sign_of_life,
 )
 from tests.factories import batch_create, hex32, operator_create
 
@@ -348,6 +349,25 @@ def test_it_is_one_update_when_the_operator_is_already_up(
         operator_sign_of_life(operator_id=op, at=T0)  # late and out of order: never moves last_seen_at back
     assert liveness(op).last_seen_at == later
     assert len(changes(op)) == 1
+
+
+def test_it_records_a_passes_signs_of_life_in_one_update_for_those_already_up(
+    django_assert_max_num_queries: DjangoAssertNumQueries,
+) -> None:
+    busy = [hex32(f"operator-busy-{n}") for n in range(5)]
+    for op in busy:
+        operator_liveness_record(operator_id=op, state=OperatorState.UP, reason="healthy", at=T0)
+    later = T0 + timedelta(minutes=1)
+    with django_assert_max_num_queries(1):
+        operators_sign_of_life(operator_ids=[op.upper() for op in busy], at=later)
+    assert {liveness(op).last_seen_at for op in busy} == {later}
+    # Among them one that is down and one never seen: each flips up, the rest stay one UPDATE.
+    down, fresh = hex32("operator-down"), hex32("operator-new")
+    operator_liveness_record(operator_id=down, state=OperatorState.DOWN, reason="refused", at=T0)
+    operators_sign_of_life(operator_ids=[*busy, down, fresh], at=later + timedelta(seconds=1))
+    assert (liveness(down).state, liveness(fresh).state) == ("up", "up")
+    assert changes(down)[-1] == ("up", later + timedelta(seconds=1), None)
+    assert {len(changes(op)) for op in busy} == {1}
 
 
 def test_it_ignores_a_failed_probe_older_than_a_sign_of_life() -> None:
