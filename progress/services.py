@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.changes import change_announce, progress_refreshed
@@ -114,7 +115,7 @@ def batches_progress_refresh(
             progress.signed_operator_ids = sorted(i for i in signed_ids if i in stakes)
             progress.unsigned_operator_ids = unsigned
             progress.at_risk = at_risk
-            progress.updated_at = now  # bulk_update does not touch auto_now
+            progress.updated_at = now
             changes += [
                 BatchProgressChange(
                     batch_identifier=identifier, kind=kind, signed_stake=signed, total_stake=total
@@ -123,25 +124,49 @@ def batches_progress_refresh(
             ]
             announced.append((identifier, progress, before))
             refreshed[identifier] = progress
-        BatchProgress.objects.bulk_update(list(refreshed.values()), _REFRESHED_FIELDS)
+        _progress_write(progresses=list(refreshed.values()))
         BatchProgressChange.objects.bulk_create(changes)
         for identifier, progress, before in announced:
             change_announce(progress_refreshed, identifier=identifier, progress=progress, before=before)
     return refreshed
 
 
-_REFRESHED_FIELDS = [
-    "total_stake",
-    "signed_stake",
-    "live_unsigned_stake",
-    "threshold_percentage",
-    "signed_operator_ids",
-    "unsigned_operator_ids",
-    "quorum_reached_at",
-    "quorum_ms",
-    "at_risk",
-    "updated_at",
-]
+# Every refreshed row in one statement: Django's bulk_update builds a CASE per field and row in Python, which cost
+# more than the rest of a verifier pass's refresh.
+_WRITE = f"""
+UPDATE {BatchProgress._meta.db_table} p SET total_stake = v.total_stake, signed_stake = v.signed_stake,
+    live_unsigned_stake = v.live_unsigned_stake, threshold_percentage = v.threshold_percentage,
+    signed_operator_ids = v.signed_operator_ids::jsonb, unsigned_operator_ids = v.unsigned_operator_ids::jsonb,
+    quorum_reached_at = v.quorum_reached_at, quorum_ms = v.quorum_ms, at_risk = v.at_risk,
+    updated_at = v.updated_at
+FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::smallint[], %s::text[], %s::text[],
+    %s::timestamptz[], %s::bigint[], %s::boolean[], %s::timestamptz[])
+    AS v(id, total_stake, signed_stake, live_unsigned_stake, threshold_percentage, signed_operator_ids,
+        unsigned_operator_ids, quorum_reached_at, quorum_ms, at_risk, updated_at)
+WHERE p.id = v.id
+"""
+
+
+def _progress_write(*, progresses: list[BatchProgress]) -> None:
+    if not progresses:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _WRITE,
+            [
+                [p.id for p in progresses],
+                [p.total_stake for p in progresses],
+                [p.signed_stake for p in progresses],
+                [p.live_unsigned_stake for p in progresses],
+                [p.threshold_percentage for p in progresses],
+                [json.dumps(p.signed_operator_ids) for p in progresses],
+                [json.dumps(p.unsigned_operator_ids) for p in progresses],
+                [p.quorum_reached_at for p in progresses],
+                [p.quorum_ms for p in progresses],
+                [p.at_risk for p in progresses],
+                [p.updated_at for p in progresses],
+            ],
+        )
 
 
 def progress_refresh_pending(*, limit: int = 1000) -> int:
