@@ -227,10 +227,17 @@ class _Bisection:
         self.backend = backend
         # Drawn after the items are fixed and never exposed: the submitter cannot adapt to them.
         self.weights = [secrets.randbelow(2**WEIGHT_BITS - 1) + 1 for _ in items]
-        self.keys: list[JacobianG2] = [_g2_to_jacobian(item.public_key_g2) for item in items]
+        # Converted when a G2 sum needs them: a check grouped by key never does.
+        self.keys: dict[int, JacobianG2] = {}
         self.valid: list[int] = []
         self.invalid: list[int] = []
         self.checks = 0
+
+    def _key(self, index: int) -> JacobianG2:
+        key = self.keys.get(index)
+        if key is None:
+            key = self.keys[index] = _g2_to_jacobian(self.items[index].public_key_g2)
+        return key
 
     def groups(self, indices: Sequence[int]) -> list[list[int]]:
         """The items of a check grouped by what its pairs share: one pair per message, or one per key.
@@ -272,7 +279,7 @@ class _Bisection:
                 pairs.append((point, self.items[group[0]].public_key_g2))
             else:
                 # One message: e(H(m), sum r_i pk_i).
-                key = _g2_from_jacobian(_msm([self.keys[i] for i in group], group_weights, Z2))
+                key = _g2_from_jacobian(_msm([self._key(i) for i in group], group_weights, Z2))
                 pairs.append((self.message_points[self.messages[group[0]]], key))
         return pairs
 
