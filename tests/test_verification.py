@@ -253,9 +253,11 @@ def test_it_keeps_the_per_batch_chunk_and_the_pass_bound(client, anvil, settings
 
 def test_it_gathers_notifications_longer_after_a_long_pass_within_a_bound() -> None:
     # Idle or quick passes: a burst becomes one pass within milliseconds.
-    assert gather_after(last_pass=0.0) == GATHER_SECONDS
-    assert gather_after(last_pass=0.005) == GATHER_SECONDS
+    assert gather_after(last_pass=0.0, last_batches=0) == GATHER_SECONDS
+    assert gather_after(last_pass=0.005, last_batches=3) == GATHER_SECONDS
     # Under load, as long as the last pass took: the next one covers what arrived meanwhile and more.
-    assert gather_after(last_pass=0.12) == 0.12
+    assert gather_after(last_pass=0.12, last_batches=12) == 0.12
     # Never longer than the bound, however slow a pass was.
-    assert gather_after(last_pass=3.0) == MAX_GATHER_SECONDS
+    assert gather_after(last_pass=3.0, last_batches=64) == MAX_GATHER_SECONDS
+    # A long pass over one batch (a flood of forgeries for it) gains nothing from waiting: its quorum would wait.
+    assert gather_after(last_pass=0.2, last_batches=1) == GATHER_SECONDS

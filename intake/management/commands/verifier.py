@@ -33,8 +33,12 @@ MAX_GATHER_SECONDS = 0.25
 MAX_WAIT_SECONDS = 0.5
 
 
-def gather_after(*, last_pass: float) -> float:
-    """Seconds to gather notifications after the first, given how long the last pass took (0: none ran)."""
+def gather_after(*, last_pass: float, last_batches: int) -> float:
+    """Seconds to gather notifications after the first, given how long the last pass took (0: none ran) and how
+    many batches it covered. Only a pass over several batches follows the load: a flood of posts for one batch
+    (forgeries, say) would only wait longer for the same batch, and its quorum with it."""
+    if last_batches < 2:
+        return GATHER_SECONDS
     return min(MAX_GATHER_SECONDS, max(GATHER_SECONDS, last_pass))
 
 
@@ -52,25 +56,27 @@ class Command(BaseCommand):
         interval = float(settings.VERIFIER_POLL_INTERVAL)
         listener = PgListener(NOTIFY_CHANNEL)
         next_sweep = 0.0
-        last_pass = 0.0
+        last_pass, last_batches = 0.0, 0
 
         def step() -> None:
-            nonlocal next_sweep, last_pass
+            nonlocal next_sweep, last_pass, last_batches
             if time.monotonic() >= next_sweep:
                 counts = intake_sweep()
                 if counts["verified"] or counts["invalid"] or counts["matched"] or counts["expired"]:
                     logger.info("verifier sweep: %s", counts)
                 next_sweep = time.monotonic() + interval
             wait = max(0.01, min(MAX_WAIT_SECONDS, next_sweep - time.monotonic()))
-            notified = listener.wait(timeout=wait, gather=gather_after(last_pass=last_pass))
+            notified = listener.wait(
+                timeout=wait, gather=gather_after(last_pass=last_pass, last_batches=last_batches)
+            )
             if notified:
                 # Every batch heard of since the last step, in passes of one pairing product each.
                 started = time.monotonic()
                 signatures_verify_batches(batch_identifiers=sorted(notified))
-                last_pass = time.monotonic() - started
+                last_pass, last_batches = time.monotonic() - started, len(notified)
                 logger.debug("verifier: %d batches notified, verified in %.3f s", len(notified), last_pass)
             else:
-                last_pass = 0.0
+                last_pass, last_batches = 0.0, 0
 
         try:
             # No lock: replicas share the work. The step waits for notifications itself, so no interval.
