@@ -61,8 +61,11 @@ class SignatureGroups:
             self._commit(group)
 
     def _commit(self, group: list[Post]) -> None:
+        # Never raises: a committer that died would leave every later post of this process unanswered.
         try:
             outcomes = signatures_receive(posts=[(source, parse) for source, parse, _ in group])
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(group)} posts")
         except Exception:
             # A bug, not an outage (signatures_receive answers 503 for those): every post of the group is told
             # so, and the thread goes on with the next group.
@@ -70,7 +73,10 @@ class SignatureGroups:
             outcomes = [IntakeError("internal error", status=500) for _ in group]
         finally:
             # Back to the pool after every group: the committers outnumber no one's connections.
-            connection.close()
+            try:
+                connection.close()
+            except Exception:
+                logger.exception("intake: closing a committer's database connection failed")
         for (_, _, future), outcome in zip(group, outcomes, strict=True):
             future.set_result(outcome)
 

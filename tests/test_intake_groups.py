@@ -119,14 +119,17 @@ def test_it_stores_what_arrived_while_a_group_was_being_stored_as_the_next_group
     assert Signature.objects.count() == 4
 
 
+@pytest.mark.parametrize("fault", ["raises", "loses an outcome"])
 def test_it_answers_every_post_of_a_group_when_the_store_fails_unexpectedly(
-    network: tuple[Net, bytes], monkeypatch: pytest.MonkeyPatch
+    network: tuple[Net, bytes], monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
     net, root = network
     real = intake_groups.signatures_receive
 
-    def broken(**_: object) -> None:
-        raise RuntimeError("injected fault")
+    def broken(**_: object) -> list[object]:
+        if fault == "raises":
+            raise RuntimeError("injected fault")
+        return []
 
     monkeypatch.setattr(intake_groups, "signatures_receive", broken)
     committers = SignatureGroups(committers=1)
