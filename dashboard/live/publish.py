@@ -223,9 +223,8 @@ class _AfterCommit:
                     batch = message.get("batch")
                     groups = [QUORUM_GROUP] + ([batch_group(batch)] if batch else [])
                     messages.append((groups, {**message, "data": message.get("data") or {}}))
-            except (
-                DatabaseError
-            ) as exc:  # Postgres went away after the commit: an outage, said once, not a bug
+            # Postgres went away after the commit: an outage, said once, not a bug.
+            except DatabaseError as exc:
                 postgres_outage.note(
                     f"live update {label} not built ({type(exc).__name__}: {str(exc).strip()[:200]})"
                 )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,15 +37,17 @@ def http_wait(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
 
 
-def verifier_wait(timeout: float = 60.0) -> None:
-    """Until a verifier listens for the intake's notifications: the load starts against a running verifier, as in
-    production, not while its process is still importing Django on the cores the load is measured on."""
+def verifier_wait(*, since: datetime, timeout: float = 60.0) -> None:
+    """Until a verifier started at ``since`` listens for the intake's notifications: the load starts against a
+    running verifier, as in production, not while its process is still importing Django on the cores the load is
+    measured on. (A verifier of an earlier run, stopped a moment ago, may still be listed: it connected earlier.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
-                [f"LISTEN {NOTIFY_CHANNEL}"],
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s"
+                " AND backend_start >= %s",
+                [f"LISTEN {NOTIFY_CHANNEL}", since],
             )
             row = cursor.fetchone()
         if row and row[0]:
@@ -114,6 +117,7 @@ def served(*, env: dict[str, str], verifier: bool = False, workers: int | None =
     verifier loop if asked; yields the base URL once it answers, and stops both by PID after. BENCH_WEB_LOG=path
     keeps the web server's log."""
     base = f"http://127.0.0.1:{free_port()}"
+    started = datetime.now(UTC)
     log = open(os.environ.get("BENCH_WEB_LOG", os.devnull), "ab")  # noqa: SIM115
     port = int(base.rsplit(":", 1)[1])
     processes = [
@@ -141,7 +145,7 @@ def served(*, env: dict[str, str], verifier: bool = False, workers: int | None =
             )
         http_wait(base + "/healthz")
         if verifier:
-            verifier_wait()
+            verifier_wait(since=started)
         yield base
     finally:
         for process in processes:
