@@ -122,8 +122,7 @@ def serve_connection(conn: socket.socket, *, methods: dict[str, Method], peer: s
 class RpcServer(socketserver.ThreadingTCPServer):
     """A net/rpc server: one thread per connection (a Go client dials once and keeps its connection).
 
-    ``methods_for(peer)`` gives the methods a connection from ``peer`` may call; ``on_close`` runs on the
-    connection's thread when it ends (to give back what the thread holds, a database connection say).
+    ``methods_for(peer)`` gives the methods a connection from ``peer`` may call.
     """
 
     daemon_threads = True
@@ -136,21 +135,15 @@ class RpcServer(socketserver.ThreadingTCPServer):
         port: int,
         *,
         methods_for: Callable[[str], dict[str, Method]],
-        on_close: Callable[[], object] | None = None,
     ) -> None:
         server = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 peer = str(self.client_address[0])
-                try:
-                    serve_connection(self.request, methods=server.methods_for(peer), peer=peer)
-                finally:
-                    if server.on_close is not None:
-                        server.on_close()
+                serve_connection(self.request, methods=server.methods_for(peer), peer=peer)
 
         self.methods_for = methods_for
-        self.on_close = on_close
         super().__init__((host, port), Handler)
 
     @property
@@ -159,7 +152,7 @@ class RpcServer(socketserver.ThreadingTCPServer):
         return f"{host!s}:{port}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # To the log, not to stderr: what escaped a connection's handler (its closing hook, say).
+        # To the log, not to stderr: whatever escaped a connection's handler.
         logger.error("net/rpc connection from %s failed", client_address[0], exc_info=True)
 
 
@@ -168,12 +161,11 @@ def rpc_serve(
     host: str,
     port: int,
     methods_for: Callable[[str], dict[str, Method]],
-    on_close: Callable[[], object] | None = None,
     name: str = "net-rpc",
 ) -> tuple[RpcServer, threading.Thread]:
     """Listen (port 0: any free port) and serve on a daemon thread; stop with ``shutdown()`` and
     ``server_close()``."""
-    server = RpcServer(host, port, methods_for=methods_for, on_close=on_close)
+    server = RpcServer(host, port, methods_for=methods_for)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True

@@ -82,7 +82,7 @@ def batches_progress_refresh(
         }
         now = timezone.now()
         changes: list[BatchProgressChange] = []
-        announced: list[tuple[str, BatchProgress, ProgressState]] = []
+        befores: dict[str, ProgressState] = {}
         for identifier, batch in batches.items():
             stakes = stakes_at[batch.task_created_block]
             total = sum(stakes.values(), Decimal(0))
@@ -98,7 +98,7 @@ def batches_progress_refresh(
                 and not stake_holds_quorum(signed=signed + live_unsigned, total=total, threshold=threshold)
             )
             progress = progresses[batch.id]
-            before = progress_state(progress)
+            befores[identifier] = progress_state(progress)
             kinds = []
             if reached and progress.quorum_reached_at is None:
                 progress.quorum_reached_at = now
@@ -122,12 +122,13 @@ def batches_progress_refresh(
                 )
                 for kind in kinds
             ]
-            announced.append((identifier, progress, before))
             refreshed[identifier] = progress
         _progress_write(progresses=list(refreshed.values()))
         BatchProgressChange.objects.bulk_create(changes)
-        for identifier, progress, before in announced:
-            change_announce(progress_refreshed, identifier=identifier, progress=progress, before=before)
+        for identifier, progress in refreshed.items():
+            change_announce(
+                progress_refreshed, identifier=identifier, progress=progress, before=befores[identifier]
+            )
     return refreshed
 
 

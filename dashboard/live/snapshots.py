@@ -34,16 +34,10 @@ def _percent(part: Decimal, total: Decimal) -> float:
     return round(stake_percent(part=part, total=total), 4)
 
 
-def live_progress_data(*, identifier: str) -> dict[str, Any] | None:
-    """One batch's progress as a ``progress`` message carries it: absolute values, the snapshot's field names.
-
-    None when the batch is gone (a reorg).
-    """
-    return live_progress_data_many(identifiers=[identifier]).get(identifier)
-
-
 def live_progress_data_many(*, identifiers: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``live_progress_data`` of several batches, in two queries; batches that are gone are left out."""
+    """Each batch's progress as a ``progress`` message carries it: absolute values, the snapshot's field names.
+
+    Two queries for any number of batches; batches that are gone (a reorg) are left out."""
     from dashboard.selectors import batch_stakes
 
     batches = list(Batch.objects.filter(identifier__in=set(identifiers)).select_related("progress"))
