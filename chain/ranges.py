@@ -10,6 +10,9 @@ from chain.client import ChainClient, NodeUnavailable, RawLog, RpcError
 
 logger = logging.getLogger("chain")
 
+# The first range of a window sized by log count asks for this share of ``target_logs`` blocks.
+FIRST_RANGE_SHARE = 64
+
 
 class AdaptiveRange:
     """Chunk size for eth_getLogs: grows slowly on success, halves on refusal (AIMD-like).
@@ -20,8 +23,10 @@ class AdaptiveRange:
     With ``target_logs``, the span also follows the log density: each range asks for about that many logs,
     judged from the last range (a dense stretch gets short ranges, an empty one long ones). The AIMD size is
     then the ``limit`` the span never exceeds, so a provider's refusals still bound it. Such a window starts
-    at ``minimum`` blocks and at most quadruples per range ("slow start"): the density is unknown until a
-    range was seen, and a first range too big would be one long fetch that nothing can overlap.
+    at ``target_logs // FIRST_RANGE_SHARE`` blocks and at most quadruples per range ("slow start"): the density
+    is unknown until a range was seen. A first range too small costs a few short requests on a sparse chain (a
+    log a block reaches a full range in four); one too big, on a dense stretch, is one long fetch that nothing
+    overlaps, and can pass a provider's cap on logs per response.
     """
 
     def __init__(
@@ -50,10 +55,10 @@ class AdaptiveRange:
         self.target_logs = target_logs
         self.max_growth = max_growth
         self.limit = min(maximum, max(minimum, initial))
-        # Until a range has shown the density, assume a log per block: the first range asks for about target_logs
-        # (starting at one block would cut a short backfill into small chunks, each announced batch by batch
-        # instead of as one summary).
-        self.size = self.limit if target_logs is None else max(minimum, min(self.limit, target_logs))
+        # Until a range has shown the density, probe it with a short first range (not one block: a short backfill
+        # would then be cut into many chunks, each announced batch by batch instead of as one summary).
+        first = None if target_logs is None else target_logs // FIRST_RANGE_SHARE
+        self.size = self.limit if first is None else max(minimum, min(self.limit, first))
 
     @property
     def at_minimum(self) -> bool:

@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak
-
 from bls import G1Point, InvalidPoint
+from chain.abi import batch_identifier
 
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -94,8 +93,7 @@ def signed_response_build(
 ) -> SignedResponse:
     """The checks every encoding shares (JSON here, gob in intake.wire): the identifier is
     keccak256(root ‖ sender), and the signature is not the point at infinity. Hex is lowercase 0x."""
-    expected = "0x" + keccak(bytes.fromhex(root[2:]) + bytes.fromhex(sender[2:])).hex()
-    if identifier != expected:
+    if identifier != batch_identifier(root, sender):
         raise IntakeError(
             "batchIdentifierHash is not keccak256(batchMerkleRoot ‖ senderAddress)",
             field="batchIdentifierHash",

@@ -225,11 +225,15 @@ def test_it_shrinks_the_range_and_returns_exactly_the_logs_of_small_ranges(anvil
 
 
 def test_it_sizes_the_span_by_log_density_within_the_refusal_limit() -> None:
+    # Density unknown: the first range probes a 64th of the target's blocks (at a log a block).
+    assert AdaptiveRange(initial=1000, target_logs=6400).size == 100
     window = AdaptiveRange(initial=1000, maximum=5000, target_logs=100)
-    assert window.size == 100  # density unknown: a log a block is assumed
-    window.success(span=100, logs=0)
-    assert window.size == 400  # at most four times the last span
-    window.success(span=400, logs=20_000)
+    assert window.size == 1  # never below the minimum
+    window.success(span=1, logs=0)
+    assert window.size == 4  # at most four times the last span
+    window.success(span=4, logs=0)
+    assert window.size == 16
+    window.success(span=16, logs=800)
     assert window.size == 2  # 50 logs a block: two blocks hold the target
     window.success(span=2, logs=100)
     assert window.size == 2

@@ -117,17 +117,16 @@ def test_it_follows_the_log_density_with_each_range(anvil: Anvil) -> None:
 
     with FaultProxy(anvil.url) as proxy:
         client = ChainClient(proxy.url, backoff_base=0.01, backoff_cap=0.05)
-        config = IngestConfig(chain_id=31337, contracts=[spec], confirmations=0, range_logs=5)
+        config = IngestConfig(chain_id=31337, contracts=[spec], confirmations=0, range_logs=128)
         Ingester(client=client, config=config).sync_once()
         ranges = list(proxy.log_ranges)
 
     assert ChainEvent.objects.filter(name="NewBatchV3").count() == 12 * 50 + 1
     assert Batch.objects.count() == 12 * 50 + 1
-    # 50 logs a block and 5 wanted: the first range assumes a log a block (5 blocks); once the density is known
-    # a range over the rest of the dense stretch spans one block...
-    assert ranges[0] == (first_dense, first_dense + 4)
-    dense = [(lo, hi) for lo, hi in ranges[1:] if hi <= last_dense]
-    assert dense == [(block, block) for block in range(first_dense + 5, last_dense + 1)]
+    # 50 logs a block and 128 wanted: the first range probes 128 // 64 = 2 blocks; the 100 logs it finds say
+    # that two blocks hold about 128, so every range over the dense stretch spans two...
+    dense = [(lo, hi) for lo, hi in ranges if hi <= last_dense]
+    assert dense == [(block, block + 1) for block in range(first_dense, last_dense + 1, 2)]
 
     # ... and over the empty stretch after it the span grows by far.
     assert max(hi - lo + 1 for lo, hi in ranges if lo > last_dense) >= 128
