@@ -38,10 +38,8 @@ def log(topics: list[str], data: bytes, *, block: int, index: int) -> RawLog:
     )
 
 
-def new_batch_v3(block: int = 10) -> RawLog:
-    data = encode(
-        ["address", "uint32", "string", "uint256"], [SENDER, 9, "https://data/batch.json", 5 * 10**15]
-    )
+def new_batch_v3(block: int = 10, *, pointer: str = "https://data/batch.json") -> RawLog:
+    data = encode(["address", "uint32", "string", "uint256"], [SENDER, 9, pointer, 5 * 10**15])
     return log([TOPICS["NewBatchV3"], ROOT], data, block=block, index=0)
 
 
@@ -84,6 +82,15 @@ def test_it_ingests_a_hand_built_new_batch_v3_into_the_batch_fields():
     assert batch.created_block == 10
     assert batch.status == BatchStatus.PENDING
     assert batch.event_version == 3
+
+
+@pytest.mark.django_db
+def test_it_stores_tabs_newlines_and_backslashes_in_a_string_exactly():
+    # Rows reach Postgres as COPY text, where these characters are the format's own.
+    pointer = 'https://data/a\tb\nc\rd\\e\\N"f'
+    ledger_apply(chain_id=1, logs=[new_batch_v3(pointer=pointer)])
+    assert Batch.objects.get().data_pointer == pointer
+    assert ChainEvent.objects.get().args["batchDataPointer"] == pointer
 
 
 @pytest.mark.django_db

@@ -8,9 +8,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import connection
 
+from controlplane.changes import ledger_applied
 from ledger.models import Batch, ChainEvent, IngestCursor
 from tests.chain_fixtures import net_deploy
 
@@ -117,3 +120,25 @@ def test_it_lets_only_one_ingester_run_and_a_standby_take_over(anvil):
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+@pytest.mark.django_db
+def test_it_commits_a_chunk_without_waiting_for_the_disk_flush(anvil):
+    # Safe because the chunk's rows and its cursor move are one transaction: a crash loses both or neither.
+    net = net_deploy(anvil)
+    net.create_task(seed=1)
+    seen: list[str] = []
+
+    def record(**_: Any) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+
+    ledger_applied.connect(record, dispatch_uid="test-sync-commit")
+    try:
+        net.ingester().sync_once()
+    finally:
+        ledger_applied.disconnect(dispatch_uid="test-sync-commit")
+    assert seen
+    assert set(seen) == {"off"}
+    assert Batch.objects.count() == 1
