@@ -9,6 +9,7 @@ from datetime import timedelta
 import django_rq
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rq.job import JobStatus
 
@@ -22,6 +23,7 @@ from recovery.services.tasks import (
     recovery_task_request,
     recovery_task_run,
     recovery_task_settle,
+    recovery_tasks_request,
 )
 
 
@@ -255,3 +257,42 @@ def test_it_fences_each_claim_with_a_token_of_its_own():
         recovery_task_run(task_id=task.id, executors={"forward": remember}, worker="same-worker")
     assert len(set(tokens)) == 2
     assert all(token.startswith("same-worker/") for token in tokens)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_requests_tasks_for_many_subjects_in_one_insert(clean_queue):
+    """A periodic detector asks every pass for every subject still owed work; nearly all have an open task."""
+    open_task, _ = recovery_task_request(kind=RecoveryKind.REPLAY, subject="0xa1")
+    with CaptureQueriesContext(connection) as queries:
+        created = recovery_tasks_request(kind=RecoveryKind.REPLAY, subjects=["0xa1", "0xa2", "0xa3", "0xa2"])
+    assert created == 2
+    assert len(queries) == 2  # the insert, and a read of what it created
+    rows = list(RecoveryTask.objects.order_by("id").values_list("subject", "status"))
+    assert rows == [("0xa1", "pending"), ("0xa2", "pending"), ("0xa3", "pending")]
+    assert clean_queue.count == 3, "the new ones are enqueued on commit"
+    with CaptureQueriesContext(connection) as queries:
+        assert recovery_tasks_request(kind=RecoveryKind.REPLAY, subjects=["0xa1", "0xa2", "0xa3"]) == 0
+    assert len(queries) == 1
+    assert RecoveryTask.objects.get(subject="0xa1").id == open_task.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reconciles_without_enqueuing_again_the_jobs_still_waiting(clean_queue, monkeypatch):
+    tasks = [recovery_task_request(kind=RecoveryKind.FORWARD, subject=str(i))[0] for i in range(5)]
+    assert clean_queue.count == 5
+    enqueued: list[int] = []
+    original = tasks_module.recovery_task_enqueue
+
+    def spy(*, task_id: int, **kwargs: object) -> None:
+        enqueued.append(task_id)
+        original(task_id=task_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tasks_module, "recovery_task_enqueue", spy)
+    assert recovery_reconcile() == [t.id for t in tasks]
+    assert enqueued == [], "every due task's job is waiting already"
+    lost = clean_queue.fetch_job(f"recovery-{tasks[3].id}-0")
+    assert lost is not None
+    lost.delete()  # gone from Redis (evicted, flushed): the row is still due
+    assert recovery_reconcile() == [t.id for t in tasks]
+    assert enqueued == [tasks[3].id]
+    assert clean_queue.count == 5

@@ -38,7 +38,7 @@ from ledger.models import Batch, BatchStatus, Operator
 from ledger.selectors import stake_at_block_sql
 from liveness.models import OperatorState
 from recovery.models import OPEN_STATUSES, CatchupAsk, RecoveryKind, RecoveryTask
-from recovery.services.tasks import Outcome, recovery_task_request
+from recovery.services.tasks import Outcome, recovery_tasks_request
 
 logger = logging.getLogger("recovery")
 
@@ -172,15 +172,11 @@ def catchups_request() -> int:
             ),
         )
         lagging = [str(row[0]) for row in cursor.fetchall()]
-    created = 0
-    for operator_id in lagging:
-        _, new = recovery_task_request(
-            kind=RecoveryKind.CATCHUP,
-            subject=operator_id,
-            reason=f"lacks its signature on pending batches older than {settings.RECOVERY_CATCHUP_GRACE:g}s",
-        )
-        created += int(new)
-    return created
+    return recovery_tasks_request(
+        kind=RecoveryKind.CATCHUP,
+        subjects=lagging,
+        reason=f"lacks its signature on pending batches older than {settings.RECOVERY_CATCHUP_GRACE:g}s",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- execution

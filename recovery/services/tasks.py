@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.changes import change_announce, recovery_task_changed
-from controlplane.jobs import job_enqueue
+from controlplane.jobs import job_enqueue, jobs_waiting
 from controlplane.rowqueue import Lease, RowQueue, row_claim, row_lease_kept, row_renew, row_settle, rows_due
 from controlplane.rowqueue import backoff_seconds as _backoff
 from recovery.models import OPEN_STATUSES, RecoveryKind, RecoveryRun, RecoveryStatus, RecoveryTask
@@ -92,25 +92,11 @@ def recovery_task_request(
     # The open task may be settled between the INSERT that finds it and the SELECT that reads it: then there is
     # no open task any more, and the INSERT is tried again. Each round needs a concurrent settle to fail.
     for _ in range(10):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO recovery_recoverytask (kind, subject, status, attempts, next_attempt_at, leased_by,
-                    last_error, requested_by, reason, result, run_id, created_at, updated_at)
-                VALUES (%s, %s, 'pending', 0, now(), '', '', %s, %s, '{}', %s, now(), now())
-                ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
-                RETURNING id
-                """,
-                [kind, subject, requested_by[:150], reason, run.id if run else None],
-            )
-            row = cursor.fetchone()
-        if row is not None:
-            task = RecoveryTask.objects.get(id=row[0])
-            transaction.on_commit(
-                partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind, at_front=urgent)
-            )
-            change_announce(recovery_task_changed, task=task, action="requested")
-            return task, True
+        created = _tasks_insert(
+            kind=kind, subjects=[subject], requested_by=requested_by, reason=reason, run=run, urgent=urgent
+        )
+        if created:
+            return created[0], True
         existing = _open_task(kind=kind, subject=subject)
         if existing is None:
             continue
@@ -132,6 +118,52 @@ def recovery_task_request(
     raise RuntimeError(f"could not request a {kind} task for {subject}: it kept being settled concurrently")
 
 
+def recovery_tasks_request(*, kind: RecoveryKind, subjects: Sequence[str], reason: str = "") -> int:
+    """A periodic detector's form of ``recovery_task_request`` for many subjects: each gets a task unless one is
+    open (never urgent); one statement whatever their number. Returns how many were created.
+
+    A detector asks every pass for every subject that still needs work, and nearly all of them have an open task
+    (backing off, or queued behind others after an aggregator restart): two statements a subject a pass, while the
+    machine is busiest, was the recovery loop's largest cost."""
+    return len(_tasks_insert(kind=kind, subjects=subjects, requested_by="system", reason=reason))
+
+
+def _tasks_insert(
+    *,
+    kind: RecoveryKind,
+    subjects: Sequence[str],
+    requested_by: str,
+    reason: str,
+    run: RecoveryRun | None = None,
+    urgent: bool = False,
+) -> list[RecoveryTask]:
+    """Insert a pending task for each subject that has no open one; enqueue and announce the new ones."""
+    if not subjects:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO recovery_recoverytask (kind, subject, status, attempts, next_attempt_at, leased_by,
+                last_error, requested_by, reason, result, run_id, created_at, updated_at)
+            SELECT %s, subject, 'pending', 0, now(), '', '', %s, %s, '{}', %s, now(), now()
+            FROM unnest(%s::text[]) WITH ORDINALITY AS s(subject, n) ORDER BY n
+            ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
+            RETURNING id
+            """,
+            [kind, requested_by[:150], reason, run.id if run else None, list(dict.fromkeys(subjects))],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return []
+    tasks = list(RecoveryTask.objects.filter(id__in=ids).order_by("id"))
+    for task in tasks:
+        transaction.on_commit(
+            partial(recovery_task_enqueue, task_id=task.id, attempts=0, kind=kind, at_front=urgent)
+        )
+        change_announce(recovery_task_changed, task=task, action="requested")
+    return tasks
+
+
 def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
     return RecoveryTask.objects.filter(kind=kind, subject=subject, status__in=OPEN_STATUSES).first()
 
@@ -141,13 +173,17 @@ def _open_task(*, kind: str, subject: str) -> RecoveryTask | None:
 OPERATOR_QUEUE = "operators"
 
 
+def _job_id(*, task_id: int, attempts: int) -> str:
+    return f"recovery-{task_id}-{attempts}"
+
+
 def recovery_task_enqueue(*, task_id: int, attempts: int, kind: str = "", at_front: bool = False) -> None:
     """Ask a worker to run the task soon (next, with ``at_front``). Best effort: the reconciler covers a lost
     enqueue."""
     job_enqueue(
         "recovery.jobs.run_recovery_task",  # by name: the job module imports this one
         task_id,
-        job_id=f"recovery-{task_id}-{attempts}",
+        job_id=_job_id(task_id=task_id, attempts=attempts),
         result_ttl=60,
         failure_ttl=3600,
         what=f"recovery task {task_id}",
@@ -217,8 +253,12 @@ def recovery_task_run(
 
 
 def recovery_reconcile(*, limit: int = 500) -> list[int]:
-    """Ids of rows that are due or whose lease expired; each is (re-)enqueued. Run periodically."""
+    """Ids of rows that are due or whose lease expired; each is (re-)enqueued unless its job is waiting already
+    (asked of Redis in one round trip: after an aggregator restart, dozens of due tasks wait in the queue for
+    several passes). Run periodically."""
     rows = rows_due(queue=QUEUE, fields=("id", "attempts", "kind"), limit=limit)
+    waiting = jobs_waiting([_job_id(task_id=task_id, attempts=attempts) for task_id, attempts, _ in rows])
     for task_id, attempts, kind in rows:
-        recovery_task_enqueue(task_id=task_id, attempts=attempts, kind=kind)
+        if _job_id(task_id=task_id, attempts=attempts) not in waiting:
+            recovery_task_enqueue(task_id=task_id, attempts=attempts, kind=kind)
     return [task_id for task_id, _, _ in rows]

@@ -15,7 +15,12 @@ from ledger.models import Batch, BatchStatus, IngestCursor
 from progress.models import BatchProgress
 from recovery.aggregator import UNKNOWN_TASK, AggregatorUnavailable, aggregator_health, aggregator_url
 from recovery.models import AggregatorBoot, RecoveryKind, RecoveryStatus, RecoveryTask
-from recovery.services.tasks import backoff_seconds, forward_subject, recovery_task_request
+from recovery.services.tasks import (
+    backoff_seconds,
+    forward_subject,
+    recovery_task_request,
+    recovery_tasks_request,
+)
 
 logger = logging.getLogger("recovery")
 
@@ -85,15 +90,14 @@ def signatures_forward_request() -> int:
             {"pending": pending, "verified": SignatureStatus.VERIFIED.value, "boot": boot_id or ""},
         )
         owed = [(str(identifier), int(first)) for identifier, first in cursor.fetchall()]
-    requested = 0
-    for identifier, first in owed:
-        _, created = recovery_task_request(
-            kind=RecoveryKind.FORWARD,
-            subject=forward_subject(batch_identifier=identifier, first_signature_id=first),
-            reason="verified signatures not acknowledged by the current aggregator",
-        )
-        requested += int(created)
-    return requested
+    return recovery_tasks_request(
+        kind=RecoveryKind.FORWARD,
+        subjects=[
+            forward_subject(batch_identifier=identifier, first_signature_id=first)
+            for identifier, first in owed
+        ],
+        reason="verified signatures not acknowledged by the current aggregator",
+    )
 
 
 def stuck_batches_replay() -> int:
@@ -122,17 +126,15 @@ def stuck_batches_replay() -> int:
         .values_list("batch__identifier", "replays", "last_replay")
     )
     now = timezone.now()
-    requested = 0
-    for identifier, count, last_replay in stuck:
-        if last_replay is not None and (now - last_replay).total_seconds() < backoff_seconds(int(count)):
-            continue
-        _, created = recovery_task_request(
-            kind=RecoveryKind.REPLAY,
-            subject=identifier,
-            reason=f"quorum of verified signatures but still pending {settings.RECOVERY_STUCK_BLOCKS}+ blocks later",
-        )
-        requested += int(created)
-    return requested
+    return recovery_tasks_request(
+        kind=RecoveryKind.REPLAY,
+        subjects=[
+            identifier
+            for identifier, count, last_replay in stuck
+            if last_replay is None or (now - last_replay).total_seconds() >= backoff_seconds(int(count))
+        ],
+        reason=f"quorum of verified signatures but still pending {settings.RECOVERY_STUCK_BLOCKS}+ blocks later",
+    )
 
 
 def standby_responses_request(*, aggregator_reachable: bool | None) -> int:
