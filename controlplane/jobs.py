@@ -37,8 +37,8 @@ def job_enqueue(
         import django_rq
 
         queue = django_rq.get_queue(queue_name)
-        job = queue.fetch_job(job_id)
-        status = None if job is None else job.get_status(refresh=False)
+        # Only the status: fetching the job would read and unpickle all of it (most of a reconcile pass's time).
+        status = _status(queue.connection.hget(Job.key_for(job_id), "status"))
         if at_front and status == JobStatus.QUEUED:
             # Waiting behind others: moved to the front. Should a worker pop it in between, it runs twice, and the
             # second run finds its row claimed or settled (the row is the truth).
@@ -75,8 +75,8 @@ def jobs_waiting(job_ids: Sequence[str], *, queue_name: str = "default") -> set[
     except Exception as exc:  # Redis is disposable; the row is the truth
         redis_outage.note(f"could not read job statuses ({exc}); the reconciler will enqueue")
         return set()
-    return {
-        job_id
-        for job_id, status in zip(job_ids, statuses, strict=True)
-        if status is not None and (status.decode() if isinstance(status, bytes) else status) in _WAITING
-    }
+    return {job_id for job_id, status in zip(job_ids, statuses, strict=True) if _status(status) in _WAITING}
+
+
+def _status(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
