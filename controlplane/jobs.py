@@ -8,6 +8,7 @@ due, so it is. Redis being away is said once per outage, and the periodic reconc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,24 @@ from rq.job import Job, JobStatus
 from controlplane.outages import redis_outage
 
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+
+# django_rq.get_queue builds a new Redis client, so a new connection, on every call: that connect was most of the
+# cost of an enqueue (a verifier pass enqueues a job per batch, a reconcile pass one per due row). One queue per
+# name and configuration, kept for the process; redis-py's pool is thread-safe and reconnects after a fork.
+_QUEUES: dict[tuple[str, str], Any] = {}
+_QUEUES_LOCK = threading.Lock()
+
+
+def _queue(name: str) -> Any:
+    import django_rq
+    from django.conf import settings
+
+    key = (name, repr(settings.RQ_QUEUES.get(name)))
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(key)
+        if queue is None:
+            queue = _QUEUES[key] = django_rq.get_queue(name)
+    return queue
 
 
 def job_enqueue(
@@ -34,9 +53,7 @@ def job_enqueue(
     ``function`` is the job's dotted name: the service that enqueues never imports the job module that calls it.
     """
     try:
-        import django_rq
-
-        queue = django_rq.get_queue(queue_name)
+        queue = _queue(queue_name)
         # Only the status: fetching the job would read and unpickle all of it (most of a reconcile pass's time).
         status = _status(queue.connection.hget(Job.key_for(job_id), "status"))
         if at_front and status == JobStatus.QUEUED:
@@ -66,9 +83,7 @@ def jobs_waiting(job_ids: Sequence[str], *, queue_name: str = "default") -> set[
     if not job_ids:
         return set()
     try:
-        import django_rq
-
-        pipeline = django_rq.get_queue(queue_name).connection.pipeline(transaction=False)
+        pipeline = _queue(queue_name).connection.pipeline(transaction=False)
         for job_id in job_ids:
             pipeline.hget(Job.key_for(job_id), "status")
         statuses = pipeline.execute()

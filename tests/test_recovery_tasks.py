@@ -296,3 +296,15 @@ def test_it_reconciles_without_enqueuing_again_the_jobs_still_waiting(clean_queu
     assert recovery_reconcile() == [t.id for t in tasks]
     assert enqueued == [tasks[3].id]
     assert clean_queue.count == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_enqueues_over_the_same_redis_connection_each_time(clean_queue):
+    recovery_task_request(kind=RecoveryKind.FORWARD, subject="warm-up")  # the process's first connection
+    before = clean_queue.connection.info("stats")["total_connections_received"]
+    for i in range(20):
+        recovery_task_request(kind=RecoveryKind.FORWARD, subject=f"c{i}")
+    recovery_reconcile()
+    after = clean_queue.connection.info("stats")["total_connections_received"]
+    assert clean_queue.count == 21
+    assert after - before <= 1  # a connect per enqueue was most of an enqueue's cost
