@@ -164,7 +164,7 @@ def standby_responses_request(*, aggregator_reachable: bool | None) -> int:
         if aggregator_reachable is False
         else "the aggregator does not know the task"
     )
-    requested = 0
+    wanted: list[str] = []
     for identifier in candidates.values_list("batch__identifier", flat=True)[:200]:
         last = (
             RecoveryTask.objects.filter(kind=RecoveryKind.RESPOND, subject=identifier)
@@ -181,10 +181,9 @@ def standby_responses_request(*, aggregator_reachable: bool | None) -> int:
             )
             if verified <= int(last["result"]["signers"]):
                 continue
-        _, created = recovery_task_request(
-            kind=RecoveryKind.RESPOND,
-            subject=identifier,
-            reason=f"quorum of verified signatures, still unanswered, and {why}",
-        )
-        requested += int(created)
-    return requested
+        wanted.append(identifier)
+    return recovery_tasks_request(
+        kind=RecoveryKind.RESPOND,
+        subjects=wanted,
+        reason=f"quorum of verified signatures, still unanswered, and {why}",
+    )
