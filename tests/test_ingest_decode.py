@@ -94,6 +94,29 @@ def test_it_stores_tabs_newlines_and_backslashes_in_a_string_exactly():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "pointer",
+    ["https://data/batch.json", 'https://data/\u00e9t\u00e9/\U0001f600\t"q"', "bad\x00nul", "x" * 5000],
+    ids=["plain", "unicode", "nul", "truncated"],
+)
+def test_it_stores_each_new_batch_event_with_exactly_the_args_it_decoded(pointer):
+    # Plain NewBatch args are rebuilt in SQL from the row's columns, unsafe ones sent as JSON: both must match.
+    v2 = log(
+        [TOPICS["NewBatchV2"], "0x" + "cd" * 32],
+        encode(["address", "uint32", "string"], [SENDER, 2**32 - 1, pointer]),
+        block=11,
+        index=1,
+    )
+    logs = [new_batch_v3(pointer=pointer), v2]
+    ledger_apply(chain_id=1, logs=logs)
+    for raw in logs:
+        decoded = decode_log(raw.topics, raw.data)
+        assert decoded is not None
+        assert ChainEvent.objects.get(log_index=raw.log_index).args == decoded.args
+    assert ChainEvent.objects.get(log_index=0).args["respondToTaskFeeLimit"] == str(5 * 10**15)
+
+
+@pytest.mark.django_db
 def test_it_ingests_new_batch_v2_and_batch_verified():
     v2 = log(
         [TOPICS["NewBatchV2"], ROOT],

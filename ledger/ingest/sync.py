@@ -28,7 +28,13 @@ from django.db import connection, transaction
 
 from chain import AdaptiveRange, BlockHeader, ChainClient, RawLog, fetch_logs
 from chain.abi import REGISTRY_EVENTS, SERVICE_MANAGER_EVENTS, TOPICS
-from ledger.ingest.ledger import PreparedChunk, chunk_prepare, ledger_apply_rows, ledger_rollback
+from ledger.ingest.ledger import (
+    PreparedChunk,
+    blocks_remember,
+    chunk_prepare,
+    ledger_apply_rows,
+    ledger_rollback,
+)
 from ledger.models import Block, IngestCursor, IngestIncident, IngestIncidentKind
 
 logger = logging.getLogger("ledger.ingest")
@@ -382,22 +388,12 @@ class Ingester:
 
     def _remember_blocks(self, *, headers: list[BlockHeader], logs: list[RawLog]) -> None:
         """Keep the blocks this chunk crossed, to find a fork point later."""
-        rows = {
-            h.hash: Block(
-                chain_id=self.config.chain_id,
-                number=h.number,
-                hash=h.hash,
-                parent_hash=h.parent_hash,
-                timestamp=h.timestamp,
-            )
-            for h in headers
+        rows: dict[str, tuple[int, str, str, int | None]] = {
+            h.hash: (h.number, h.hash, h.parent_hash, h.timestamp) for h in headers
         }
         for log in logs:
-            rows.setdefault(
-                log.block_hash,
-                Block(chain_id=self.config.chain_id, number=log.block_number, hash=log.block_hash),
-            )
-        Block.objects.bulk_create(list(rows.values()), ignore_conflicts=True)
+            rows.setdefault(log.block_hash, (log.block_number, log.block_hash, "", None))
+        blocks_remember(chain_id=self.config.chain_id, blocks=list(rows.values()))
 
     def _prune_blocks(self, *, head: int) -> None:
         keep_from = head - self.config.blocks_kept
