@@ -1,8 +1,7 @@
 """Plain JSON-RPC access to an Ethereum node: head, blocks and logs, with retries.
 
 Deliberately not web3: the ingester's hot loop is eth_getLogs + a few headers, and web3's middleware and
-formatters cost more than the request itself. Everything here is one ``requests.Session`` with a pooled
-adapter.
+formatters cost more than the request itself. Its HTTP is ``chain.transport``: a kept-alive urllib3 pool.
 
 Error model (the caller decides what to do from the class alone):
 
@@ -25,9 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
+from chain.transport import HttpTransport, TransportFailure
 
 logger = logging.getLogger("chain")
 
@@ -205,38 +202,11 @@ def _topic_filter(topics: Sequence[Sequence[str] | str | None] | None) -> list[A
     return out
 
 
-def _describe_transport(exc: BaseException) -> str:
-    """A one-line reason for a requests failure, without urllib3's nested repr soup."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror.lower()
-        nested = getattr(current, "reason", None)
-        if isinstance(nested, BaseException):
-            current = nested
-            continue
-        arg = current.args[0] if current.args else None
-        current = arg if isinstance(arg, BaseException) else (current.__cause__ or current.__context__)
-    text = str(exc)
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _is_connect_failure(exc: requests.RequestException) -> bool:
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
-
-
 class ChainClient:
     """JSON-RPC client for one node URL.
 
-    Not thread-safe: it owns a ``requests.Session`` (whose connection pool is not guaranteed safe to share)
-    and a request-id counter. Use one ``ChainClient`` per thread; each is cheap.
+    Not thread-safe: it owns an HTTP transport (its connection pool) and a request-id counter. Use one
+    ``ChainClient`` per thread; each is cheap.
     """
 
     def __init__(
@@ -258,12 +228,8 @@ class ChainClient:
         self.backoff_cap = backoff_cap
         self._sleep = sleep
         self._ids = itertools.count(1)
-        self._session = requests.Session()
-        # No urllib3-level retries: this class owns the retry policy and its logging.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        # No transport-level retries: this class owns the retry policy and its logging.
+        self._http = HttpTransport(url, timeout=timeout)
 
     def clone(self, *, sleep: Callable[[float], None] | None = None) -> ChainClient:
         """A client for the same node with the same retry policy and its own session: for another thread."""
@@ -277,7 +243,7 @@ class ChainClient:
         )
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> ChainClient:
         return self
@@ -324,21 +290,18 @@ class ChainClient:
         """One HTTP POST; returns the decoded JSON body or raises a mapped error."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
-            response = self._session.post(self.url, data=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            reason = _describe_transport(exc)
-            if _is_connect_failure(exc):
-                raise NodeUnavailable(None, reason, method) from None
-            if isinstance(exc, requests.Timeout):
-                raise TransientRpcError(None, f"timeout after {self.timeout:g}s", method) from None
-            raise TransientRpcError(None, reason, method) from None
-        status = response.status_code
+            response = self._http.post(body)
+        except TransportFailure as exc:
+            if exc.connect:
+                raise NodeUnavailable(None, exc.reason, method) from None
+            raise TransientRpcError(None, exc.reason, method) from None
+        status = response.status
         if status == 413:
             raise RangeTooLarge(None, "HTTP 413", method)
         if status in (408, 425, 429) or status >= 500:
             raise TransientRpcError(None, f"HTTP {status}", method)
         try:
-            decoded = json.loads(response.content)
+            decoded = json.loads(response.body)
         except ValueError:
             if status != 200:
                 raise RpcError(None, f"HTTP {status}", method) from None
