@@ -279,18 +279,8 @@ def batches_mark_verified(*, rows: Sequence[EventRow]) -> int:
     return len(found)
 
 
-# The fields registry events own; a write of an operator touches no other column.
-OPERATOR_FIELDS = (
-    "address",
-    "pubkey_g1",
-    "pubkey_g2",
-    "socket",
-    "registered",
-    "registered_block",
-    "deregistered_block",
-    "current_stake",
-    "updated_at",
-)
+# Every column of an operator but its keys is what registry events say: an upsert rewrites them all.
+OPERATOR_FIELDS = tuple(f.name for f in Operator._meta.concrete_fields if f.name not in ("id", "operator_id"))
 STAKE_FIELDS = ("operator_id", "quorum_number", "stake", "block_number", "log_index", "removed")
 
 
