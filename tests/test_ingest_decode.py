@@ -215,3 +215,54 @@ def test_it_keeps_malformed_logs_out_of_the_ledger_and_says_so(caplog):
 
 def test_it_ignores_topics_it_does_not_ingest():
     assert decode_log(("0x" + "11" * 32,), "0x") is None
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_stake_update_of_another_quorum_as_history_only():
+    other_quorum = log(
+        [TOPICS["OperatorStakeUpdate"], OPERATOR_ID], encode(["uint8", "uint96"], [1, 9]), block=3, index=0
+    )
+    ledger_apply(chain_id=1, logs=[other_quorum])
+    assert not Operator.objects.exists()
+    assert list(OperatorStake.objects.values_list("quorum_number", "stake")) == [(1, 9)]
+    ledger_apply(chain_id=1, logs=registry_logs())
+    assert Operator.objects.get().current_stake == 7 * 10**18  # quorum 0's, not quorum 1's
+
+
+@pytest.mark.django_db
+def test_it_applies_a_chunks_registry_events_in_a_constant_number_of_queries(django_assert_max_num_queries):
+    # Three operators, each registered with a socket and a stake: four events apiece, one chunk.
+    logs = []
+    for n, (x, y) in enumerate([(1, 2), (3, 4), (5, 6)]):
+        operator_id = "0x" + keccak(x.to_bytes(32, "big") + y.to_bytes(32, "big")).hex()
+        address = "0x" + f"{n + 1:040x}"
+        logs += [
+            log(
+                [TOPICS["NewPubkeyRegistration"], topic_address(address)],
+                encode(["(uint256,uint256)", "(uint256[2],uint256[2])"], [(x, y), (G2X, G2Y)]),
+                block=5,
+                index=4 * n,
+            ),
+            log(
+                [TOPICS["OperatorSocketUpdate"], operator_id],
+                encode(["string"], ["http://op"]),
+                block=5,
+                index=4 * n + 1,
+            ),
+            log(
+                [TOPICS["OperatorRegistered"], topic_address(address), operator_id],
+                b"",
+                block=5,
+                index=4 * n + 2,
+            ),
+            log(
+                [TOPICS["OperatorStakeUpdate"], operator_id],
+                encode(["uint8", "uint96"], [0, 10**18]),
+                block=5,
+                index=4 * n + 3,
+            ),
+        ]
+    with django_assert_max_num_queries(8):
+        ledger_apply(chain_id=1, logs=logs)
+    assert Operator.objects.filter(registered=True, socket="http://op", current_stake=10**18).count() == 3
+    assert OperatorStake.objects.count() == 3

@@ -284,6 +284,11 @@ OPERATOR_FIELDS = tuple(f.name for f in Operator._meta.concrete_fields if f.name
 STAKE_FIELDS = ("operator_id", "quorum_number", "stake", "block_number", "log_index", "removed")
 
 
+def _operator_event_touches(*, name: str, args: dict[str, Any]) -> bool:
+    # A stake update of another quorum is history only (a stake row), not the operator's quorum-0 stake.
+    return name != "OperatorStakeUpdate" or int(args["quorumNumber"]) == 0
+
+
 def _operator_event_apply(*, operator: Operator, name: str, args: dict[str, Any], block_number: int) -> None:
     """What one registry event does to an operator, in memory."""
     if name == "NewPubkeyRegistration":
@@ -329,12 +334,17 @@ def operators_apply(*, rows: Sequence[EventRow], event_ids: dict[tuple[str, int]
         o.operator_id: o
         for o in Operator.objects.select_for_update().filter(operator_id__in=subjects).order_by("operator_id")
     }
+    touched: dict[str, Operator] = {}
     stakes = []
     for r in registry:
-        operator = operators.get(r.subject)
-        if operator is None:
-            operator = operators[r.subject] = Operator(operator_id=r.subject, address="")
-        _operator_event_apply(operator=operator, name=r.name, args=r.args, block_number=r.log.block_number)
+        if _operator_event_touches(name=r.name, args=r.args):
+            operator = touched.get(r.subject) or operators.get(r.subject)
+            if operator is None:
+                operator = Operator(operator_id=r.subject, address="")
+            touched[r.subject] = operator
+            _operator_event_apply(
+                operator=operator, name=r.name, args=r.args, block_number=r.log.block_number
+            )
         if r.name == "OperatorStakeUpdate":
             stakes.append(
                 OperatorStake(
@@ -347,7 +357,8 @@ def operators_apply(*, rows: Sequence[EventRow], event_ids: dict[tuple[str, int]
                     removed=False,
                 )
             )
-    _operators_save(operators.values())
+    if touched:
+        _operators_save(touched.values())
     if stakes:
         OperatorStake.objects.bulk_create(
             stakes, update_conflicts=True, unique_fields=["event"], update_fields=list(STAKE_FIELDS)
