@@ -12,8 +12,9 @@ from django.db.models import Max
 from alerts.conditions import SUBJECT_LIMIT, Condition, Rule, short
 from alerts.models import Alert, AlertKind, AlertSeverity
 from alerts.observe import RuleContext
-from chain.client import ChainClient, RpcError
+from chain.client import ChainClient
 from chain.contracts import selector
+from chain.errors import RpcError
 from chain.transactions import balance_get, call_simulate
 from ledger.models import BatchStatus, IngestCursor
 from progress.models import BatchProgress

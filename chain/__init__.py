@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from chain.client import (
-    BlockHeader,
+from chain.client import BlockHeader, ChainClient, RawLog
+from chain.errors import (
     BlockNotFound,
-    ChainClient,
     NodeUnavailable,
     RangeTooLarge,
-    RawLog,
     RpcError,
     TransientRpcError,
     rpc_error_for,

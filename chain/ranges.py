@@ -6,7 +6,8 @@ import logging
 import math
 from collections.abc import Callable, Generator, Sequence
 
-from chain.client import ChainClient, NodeUnavailable, RawLog, RpcError
+from chain.client import ChainClient, RawLog
+from chain.errors import NodeUnavailable, RpcError
 
 logger = logging.getLogger("chain")
 

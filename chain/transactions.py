@@ -16,7 +16,8 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
 from eth_utils import to_checksum_address
 
-from chain.client import ChainClient, RpcError
+from chain.client import ChainClient
+from chain.errors import RpcError
 
 # Tip of a fresh transaction; a replacement raises both fees by at least the 10% nodes require, plus a margin.
 DEFAULT_PRIORITY_FEE = 10**9

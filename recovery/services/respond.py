@@ -22,8 +22,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chain.client import ChainClient, RpcError
+from chain.client import ChainClient
 from chain.contracts import BatchState, batches_state_data, batches_state_decode, revert_decode
+from chain.errors import RpcError
 from chain.transactions import (
     Fees,
     Receipt,

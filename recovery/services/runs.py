@@ -107,7 +107,8 @@ def catchup_plan(*, operator_id: str) -> dict[str, Any]:
 
 def response_plan(*, scope: str) -> dict[str, Any]:
     """The standby's respondToTaskV2 for one batch: the struct it would send and what an eth_call of it gives."""
-    from chain.client import ChainClient, RpcError
+    from chain.client import ChainClient
+    from chain.errors import RpcError
     from recovery.services.standby import NotAnswerable, response_build, response_simulate, standby_config
 
     identifier = _bytes32(value=scope, name="batch")
