@@ -290,7 +290,7 @@ def _operator_event_touches(*, name: str, args: dict[str, Any]) -> bool:
 
 
 def _operator_event_apply(*, operator: Operator, name: str, args: dict[str, Any], block_number: int) -> None:
-    """What one registry event does to an operator, in memory."""
+    """What one registry event that touches the operator (``_operator_event_touches``) does to it, in memory."""
     if name == "NewPubkeyRegistration":
         operator.address = args["operator"]
         operator.pubkey_g1 = args["pubkeyG1"]
@@ -306,7 +306,7 @@ def _operator_event_apply(*, operator: Operator, name: str, args: dict[str, Any]
         operator.deregistered_block = block_number
     elif name == "OperatorSocketUpdate":
         operator.socket = args["socket"]
-    elif name == "OperatorStakeUpdate" and int(args["quorumNumber"]) == 0:
+    elif name == "OperatorStakeUpdate":
         operator.current_stake = Decimal(args["stake"])
 
 
@@ -468,9 +468,10 @@ def operator_rebuild(*, operator_id: str) -> None:
     operator.deregistered_block = None
     operator.current_stake = Decimal(0)
     for event in live:
-        _operator_event_apply(
-            operator=operator, name=event.name, args=event.args, block_number=event.block_number
-        )
+        if _operator_event_touches(name=event.name, args=event.args):
+            _operator_event_apply(
+                operator=operator, name=event.name, args=event.args, block_number=event.block_number
+            )
     operator.save()
 
 
