@@ -21,13 +21,12 @@ from urllib3.util import make_headers, parse_url
 
 class TransportFailure(Exception):
     """No HTTP answer. ``reason`` is one line in our words; ``connect``: no connection could be made at all
-    (refused, DNS, connect timeout); ``timeout``: the answer did not come within the timeout."""
+    (refused, DNS, connect timeout)."""
 
-    def __init__(self, reason: str, *, connect: bool = False, timeout: bool = False) -> None:
+    def __init__(self, reason: str, *, connect: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.connect = connect
-        self.timeout = timeout
 
 
 @dataclass(frozen=True)
@@ -79,13 +78,12 @@ class HttpTransport:
         self.url = parsed._replace(auth=None).url
         proxies = get_environ_proxies(self.url)
         proxy = proxies.get(parsed.scheme) or proxies.get("all")
+        ca_certs = _ca_bundle()
         self.pool: urllib3.PoolManager
         if proxy:
-            self.pool = urllib3.ProxyManager(
-                proxy, num_pools=1, maxsize=max_connections, ca_certs=_ca_bundle()
-            )
+            self.pool = urllib3.ProxyManager(proxy, num_pools=1, maxsize=max_connections, ca_certs=ca_certs)
         else:
-            self.pool = urllib3.PoolManager(1, maxsize=max_connections, ca_certs=_ca_bundle())
+            self.pool = urllib3.PoolManager(1, maxsize=max_connections, ca_certs=ca_certs)
 
     def post(self, body: bytes) -> HttpAnswer:
         """The answer's status and (decoded) body; TransportFailure when there is none."""
@@ -103,7 +101,7 @@ class HttpTransport:
         except urllib3.exceptions.ConnectTimeoutError as exc:  # NewConnectionError and DNS failures included
             raise TransportFailure(describe_failure(exc), connect=True) from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise TransportFailure(f"timeout after {self.timeout:g}s", timeout=True) from None
+            raise TransportFailure(f"timeout after {self.timeout:g}s") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportFailure(describe_failure(exc)) from None
         return HttpAnswer(status=response.status, body=response.data)
